@@ -1,0 +1,192 @@
+"""MLflow: the store, the experiment, and the life cycle of one run.
+
+The SQLite store and the experiment are created once, before any job starts (`StoreCallback` on
+multirun start), because parallel workers that create a fresh SQLite file at the same time
+corrupt its schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# keys that say where or how a run executes, not what it computes: left out of the config hash
+NON_SEMANTIC_KEYS = (
+    "mlflow",
+    "data.root",
+    "data.download",
+    "data.verify",
+    "threads",
+    "device",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "resume",
+)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or opened; one line, with the URI."""
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}, over the resolved config."""
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies a setting + seed: equal for two runs that must give the same result."""
+    flat = {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not any(k == p or k.startswith(p + ".") for p in NON_SEMANTIC_KEYS)
+    }
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1."""
+    sel = cfg.selector
+    parts = [sel.name]
+    if sel.name != "full":
+        parts.append(f"k{cfg.k}")
+    if sel.get("clusters") is not None and sel.clusters != cfg.k:
+        parts.append(f"c{sel.clusters}")
+    if sel.get("balance"):
+        parts.append("bal")
+    emb = cfg.embedding
+    parts.append(emb.name if emb.dims is None else f"{emb.name}{emb.dims}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+def git_commit() -> str:
+    """The commit of this package's source tree, with '-dirty' if it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when the tracking server does not answer."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+                r.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}): start it, or set "
+                f"MLFLOW_TRACKING_URI / mlflow.tracking_uri to a reachable one"
+            ) from e
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.parent.exists():
+            raise TrackingError(f"MLflow store {uri}: folder {path.parent} does not exist")
+
+
+def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_root: str) -> str:
+    """Create the store and the experiment if they are new; return the experiment id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    check_reachable(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(experiment_name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if not tracking_uri.startswith(("http://", "https://")):
+            location = Path(artifact_root).expanduser().resolve().as_uri()
+        return client.create_experiment(experiment_name, artifact_location=location)
+    except TrackingError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrackingError(f"MLflow store {tracking_uri} cannot be used: {first}") from e
+
+
+class StoreCallback(Callback):
+    """Create the MLflow store and experiment once, in the launching process."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        m = config.mlflow
+        exp_id = ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+        log.info("MLflow experiment %s (id %s) at %s", m.experiment_name, exp_id, m.tracking_uri)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().replace("\n", " ")
+    return f"{type(error).__name__}: {text}"[:500]
+
+
+@contextmanager
+def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Iterator[Any]:
+    """One MLflow run with the resolved config as params; FAILED or KILLED if the body raises."""
+    import mlflow
+
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
+    try:
+        params = flatten(cfg)
+        params.update(selector=cfg.selector.name, embedding=cfg.embedding.name)
+        mlflow.log_params({k: "None" if v is None else v for k, v in params.items()})
+        mlflow.set_tags({**tags, "config_hash": config_hash(cfg), "git_commit": git_commit()})
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("error", "KeyboardInterrupt")
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as e:
+        mlflow.set_tag("error", one_line(e))
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_indices(indices: np.ndarray) -> None:
+    """The kept indices (into the 60k training set) as selected_indices.npy, int64."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "selected_indices.npy"
+        np.save(path, np.asarray(indices, dtype=np.int64))
+        mlflow.log_artifact(str(path))

@@ -1,0 +1,145 @@
+"""The Hydra entrypoint: compose -> data -> embedding -> selection -> training -> tracking.
+
+    python -m mnist_pruning.train selector=nearest k=600 seed=0
+    python -m mnist_pruning.train -m selector=nearest,furthest,random k=600,1200 seed=0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from functools import lru_cache, partial
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnist_pruning import tracking
+from mnist_pruning.cache import Arrays, Cache, array_digest
+from mnist_pruning.cluster import KMeansFit, kmeans
+from mnist_pruning.config import ConfigError, register_configs, validate
+from mnist_pruning.data import DataError, Mnist, load_mnist, split_pool
+from mnist_pruning.embed import embed
+from mnist_pruning.selectors import Options, select
+from mnist_pruning.training import Recipe, normalize, resolve_device, train
+
+log = logging.getLogger(__name__)
+register_configs()
+
+# errors whose message is the whole story: shown as one line, no traceback
+USER_ERRORS = (ConfigError, DataError, tracking.TrackingError)
+
+
+@lru_cache(maxsize=4)
+def get_cache(root: str, enabled: bool) -> Cache:
+    """One cache per process, so a sequential multirun also reuses what it holds in memory."""
+    return Cache(root, enabled)
+
+
+def embedding_of(cfg: DictConfig, data: Mnist, cache: Cache) -> np.ndarray:
+    """The embedding of all 60k training images (never the test images), cached."""
+    parts = {"data": data.fingerprint, "name": cfg.embedding.name, "dims": cfg.embedding.dims}
+    arrays = cache.get(
+        "embedding",
+        parts,
+        lambda: {"x": embed(cfg.embedding.name, data.train_flat(), cfg.embedding.dims)},
+    )
+    return arrays["x"]
+
+
+def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int, seed: int) -> KMeansFit:
+    """k-means keyed by the points themselves: nearest, furthest and cluster_random share fits."""
+    parts = {"x": array_digest(x), "clusters": n, "seed": seed, "max_iter": max_iter, "tol": tol}
+
+    def fit() -> Arrays:
+        f = kmeans(x, n, seed, max_iter=max_iter, tol=tol)
+        return {"centroids": f.centroids, "assignments": f.assignments, "distances": f.distances}
+
+    a = cache.get("kmeans", parts, fit)
+    inertia = float(np.sum(a["distances"].astype(np.float64) ** 2))
+    return KMeansFit(a["centroids"], a["assignments"], a["distances"], inertia)
+
+
+def recipe_of(cfg: DictConfig) -> Recipe:
+    t = cfg.train
+    return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
+
+
+def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
+    """One experiment: select k training images, train LeNet-5 on them, log everything."""
+    import mlflow
+
+    with tracking.mlflow_run(cfg, experiment_id, tags):
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify)
+        cache = get_cache(cfg.cache.dir, cfg.cache.enabled)
+        pool, val = split_pool(len(data.train_labels), cfg.data.validation_size, cfg.data.validation_seed)
+
+        start = time.perf_counter()
+        x = embedding_of(cfg, data, cache)
+        labels = data.train_labels.numpy()
+        options = Options(
+            clusters=cfg.selector.get("clusters"),
+            balance=cfg.selector.get("balance", False),
+            kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
+        )
+        picked = select(cfg.selector.name, x[pool], labels[pool], cfg.k, cfg.seed, options)
+        indices = pool[picked]
+        select_seconds = time.perf_counter() - start
+        tracking.log_indices(indices)
+        mlflow.log_metrics({"train_size": len(indices), "select_seconds": select_seconds})
+        log.info("selected %d images in %.2fs", len(indices), select_seconds)
+
+        mean, std = cfg.data.mean, cfg.data.std
+        evals = {"test": (normalize(data.test_images, mean, std), data.test_labels)}
+        if len(val):
+            evals["val"] = (normalize(data.train_images[val], mean, std), data.train_labels[val])
+        result = train(
+            normalize(data.train_images[indices], mean, std),
+            data.train_labels[indices],
+            evals,
+            recipe_of(cfg),
+            cfg.seed,
+            device,
+            on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
+        )
+        mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
+        log.info("%s: test_acc %.4f", tracking.run_name(cfg), result.metrics["test_acc"])
+        return result.metrics["test_acc"]
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        validate(cfg)
+        m = cfg.mlflow
+        experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+    except USER_ERRORS as e:
+        log.error("%s", e)
+        if multirun:
+            raise  # the sweep goes on with the other jobs and exits non-zero at the end
+        sys.exit(2)
+    tags = {
+        "sweep": hc.sweep.dir if multirun else hc.run.dir,
+        "job_num": str(hc.job.num) if multirun else "0",
+        "output_dir": hc.runtime.output_dir,
+    }
+    try:
+        return run(cfg, experiment_id, tags)
+    except USER_ERRORS as e:
+        log.error("%s", e)
+        if multirun:
+            raise
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The training loop: a fixed number of steps over a subset held as one tensor in memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnist_pruning.model import LeNet5
+
+log = logging.getLogger(__name__)
+
+EvalHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training settings (conf/train), without anything Hydra-specific."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    warmup_steps: int
+    augment: bool
+    aug_rotate: float  # degrees, uniform in [-r, r]
+    aug_translate: float  # fraction of the image side, uniform in [-t, t]
+    aug_scale: float  # relative, uniform in [1 - s, 1 + s]
+    eval_every: int
+    eval_batch_size: int
+    log_every: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: nn.Module
+    metrics: dict[str, float]  # final accuracies on every evaluation set
+    train_seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device; use device=cpu")
+    return torch.device(name)
+
+
+def normalize(images: Tensor, mean: float, std: float) -> Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardised."""
+    return ((images.float() / 255.0) - mean).div_(std).unsqueeze(1)
+
+
+def augment(x: Tensor, recipe: Recipe, gen: torch.Generator) -> Tensor:
+    """A random small affine map per image (rotation, scale, translation; no flips), batched."""
+    n = x.shape[0]
+    u = torch.rand(n, 4, generator=gen, device=x.device) * 2 - 1
+    angle = u[:, 0] * math.radians(recipe.aug_rotate)
+    scale = 1 + u[:, 1] * recipe.aug_scale
+    # affine_grid maps output to input coordinates in [-1, 1]: a shift of t * side is 2t there
+    tx, ty = u[:, 2] * 2 * recipe.aug_translate, u[:, 3] * 2 * recipe.aug_translate
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # the background is the normalised value of a black pixel, the minimum of the batch
+    background = x.amin()
+    return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+
+
+def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Tensor:
+    """(steps, batch_size) indices: consecutive shuffled passes over the subset, cut in batches.
+
+    Every step gets a full batch even when the subset is smaller than a batch, so the number of
+    updates, and the noise of each, is the same for every subset size.
+    """
+    total = steps * batch_size
+    passes = -(-total // n)
+    order = torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
+    return order[:total].view(steps, batch_size)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += (model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
+    model.train()
+    return correct / len(x)
+
+
+def _progress(steps: int):
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=steps, desc="train", unit="step", leave=False)
+    return None
+
+
+def train(
+    x: Tensor,
+    y: Tensor,
+    evals: dict[str, tuple[Tensor, Tensor]],
+    recipe: Recipe,
+    seed: int,
+    device: torch.device,
+    on_eval: EvalHook | None = None,
+) -> TrainResult:
+    """Train LeNet-5 on normalised images `x` and evaluate on `evals` at the end.
+
+    `evals` maps a name ("test", "val") to normalised images and labels; with
+    `recipe.eval_every` they are also evaluated along the way and passed to `on_eval`, for the
+    learning curve only: the result is always the accuracy after the last step.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = LeNet5().to(device)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.momentum > 0,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(recipe.steps, recipe.warmup_steps))
+    x, y = x.to(device), y.to(device)
+    evals = {k: (ex.to(device), ey.to(device)) for k, (ex, ey) in evals.items()}
+    batches = batch_indices(len(x), recipe.batch_size, recipe.steps, gen).to(device)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def evaluate() -> dict[str, float]:
+        return {f"{k}_acc": accuracy(model, ex, ey, recipe.eval_batch_size) for k, (ex, ey) in evals.items()}
+
+    bar = _progress(recipe.steps)
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, recipe.steps + 1):
+        idx = batches[step - 1]
+        xb = x[idx]
+        if recipe.augment:
+            xb = augment(xb, recipe, aug_gen)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if bar is not None:
+            bar.update()
+        elif recipe.log_every and step % recipe.log_every == 0:
+            log.info("step %d/%d loss %.4f", step, recipe.steps, loss.item())
+        if recipe.eval_every and step % recipe.eval_every == 0 and step < recipe.steps and on_eval:
+            on_eval(step, evaluate())
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate()
+    if recipe.eval_every and on_eval:
+        on_eval(recipe.steps, metrics)
+    return TrainResult(model=model, metrics=metrics, train_seconds=train_seconds)
+
+
+def _warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up to the base rate, then a cosine decay to zero at the last step."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
