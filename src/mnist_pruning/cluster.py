@@ -19,9 +19,7 @@ class KMeansFit:
 KMeansFn = Callable[[np.ndarray, int, int], KMeansFit]
 
 
-def kmeans(
-    x: np.ndarray, n_clusters: int, seed: int, max_iter: int = 100, tol: float = 1e-4
-) -> KMeansFit:
+def kmeans(x: np.ndarray, n_clusters: int, seed: int, max_iter: int = 100, tol: float = 1e-4) -> KMeansFit:
     """Fit k-means (k-means++ init, one run) with scikit-learn; deterministic for a seed."""
     from sklearn.cluster import KMeans
 

@@ -92,8 +92,7 @@ def verify_files(root: str | Path, checksums: Mapping[str, str], download: bool)
         got = file_md5(path)
         if expected is not None and got != expected:
             raise DataError(
-                f"MNIST file {path} is corrupt (MD5 {got}, expected {expected}): "
-                f"{_fix_hint(root, download)}"
+                f"MNIST file {path} is corrupt (MD5 {got}, expected {expected}): {_fix_hint(root, download)}"
             )
         digests.append(f"{name}:{got}")
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]

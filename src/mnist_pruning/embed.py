@@ -49,5 +49,6 @@ def embed(name: str, x: np.ndarray, dims: int | None) -> np.ndarray:
     try:
         fn = EMBEDDINGS[name]
     except KeyError:
-        raise ValueError(f"embedding={name!r} is unknown: one of {', '.join(sorted(EMBEDDINGS))}")
+        allowed = ", ".join(sorted(EMBEDDINGS))
+        raise ValueError(f"embedding={name!r} is unknown: one of {allowed}") from None
     return fn(x, dims)

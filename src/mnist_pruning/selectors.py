@@ -173,9 +173,7 @@ def furthest(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Opti
 
 
 @register("cluster_random", clustered=True)
-def cluster_random(
-    x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options
-) -> np.ndarray:
+def cluster_random(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
     """Random images within each k-means cluster: stratified by cluster, not by distance."""
     fit = _fit(x, k, seed, options)
     rng = np.random.default_rng(seed)

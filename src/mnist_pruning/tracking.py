@@ -144,12 +144,47 @@ def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_root: st
 
 
 class StoreCallback(Callback):
-    """Create the MLflow store and experiment once, in the launching process."""
+    """Create the MLflow store and experiment once, in the launching process, before any job;
+    at the end, exit non-zero if any run of the sweep failed (jobs record failures, not raise)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         m = config.mlflow
-        exp_id = ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+        try:
+            exp_id = ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+        except TrackingError as e:
+            log.error("%s", e)
+            raise SystemExit(2) from None
         log.info("MLflow experiment %s (id %s) at %s", m.experiment_name, exp_id, m.tracking_uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        m = config.mlflow
+        runs = sweep_runs(m.tracking_uri, m.experiment_name, str(config.hydra.sweep.dir))
+        failed = [r for r in runs if r["status"] != "FINISHED"]
+        if failed:
+            names = ", ".join(f"{r['name']} ({r['error']})" for r in failed[:5])
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            log.error("%d of %d runs of this sweep failed: %s%s", len(failed), len(runs), names, more)
+            raise SystemExit(1)
+
+
+def sweep_runs(tracking_uri: str, experiment_name: str, sweep: str) -> list[dict[str, str]]:
+    """Name, status and error of every run tagged with this sweep."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return []
+    sweep_literal = sweep.replace("'", "\\'")
+    runs = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep_literal}'", max_results=50000)
+    return [
+        {
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "error": r.data.tags.get("error", ""),
+        }
+        for r in runs
+    ]
 
 
 def one_line(error: BaseException) -> str:

@@ -1,7 +1,7 @@
 """The Hydra entrypoint: compose -> data -> embedding -> selection -> training -> tracking.
 
-    python -m mnist_pruning.train selector=nearest k=600 seed=0
-    python -m mnist_pruning.train -m selector=nearest,furthest,random k=600,1200 seed=0,1,2,3,4
+python -m mnist_pruning.train selector=nearest k=600 seed=0
+python -m mnist_pruning.train -m selector=nearest,furthest,random k=600,1200 seed=0,1,2,3,4
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
     import mlflow
 
     with tracking.mlflow_run(cfg, experiment_id, tags):
+        validate(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
@@ -115,30 +116,31 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """Single run: a bad input exits 2 with one line. In a sweep, a failing job is recorded as
+    FAILED and the sweep goes on; `tracking.StoreCallback` makes the sweep exit non-zero."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    try:
-        validate(cfg)
-        m = cfg.mlflow
-        experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
-    except USER_ERRORS as e:
-        log.error("%s", e)
-        if multirun:
-            raise  # the sweep goes on with the other jobs and exits non-zero at the end
-        sys.exit(2)
     tags = {
         "sweep": hc.sweep.dir if multirun else hc.run.dir,
         "job_num": str(hc.job.num) if multirun else "0",
         "output_dir": hc.runtime.output_dir,
     }
     try:
+        if not multirun:  # a sweep records the error in a FAILED run instead
+            validate(cfg)
+        m = cfg.mlflow
+        experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
         return run(cfg, experiment_id, tags)
     except USER_ERRORS as e:
         log.error("%s", e)
-        if multirun:
+        if not multirun:
+            sys.exit(2)
+    except Exception:
+        if not multirun:
             raise
-        sys.exit(2)
+        log.exception("job %s failed; the sweep goes on", hc.job.num)
+    return None
 
 
 if __name__ == "__main__":

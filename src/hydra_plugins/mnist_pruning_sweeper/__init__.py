@@ -1,0 +1,1 @@
+"""Hydra plugin of mnist-pruning: the `grid` sweeper (a union of cartesian grids)."""

@@ -1,0 +1,54 @@
+"""`hydra/sweeper=grid`: the union of several cartesian grids, run as one sweep.
+
+A study grid is rarely one product: random selection has no clusters, and 500 clusters cannot
+each give one of 60 images. Hydra's basic sweeper only takes one product, so the experiment
+files list several (`hydra.sweeper.grids`); arguments given on the command line apply to every
+grid and win over a grid's own value for the same key. Jobs that two grids share run once.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.mnist_pruning_sweeper.grid_sweeper.GridSweeper"
+    # no `from __future__ import annotations` here: Hydra loads plugins outside sys.modules
+    max_batch_size: Optional[int] = None  # noqa: UP045 (OmegaConf reads this annotation)
+    grids: list[dict[str, str]] = field(default_factory=list)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf)
+
+
+class GridSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: int | None = None, grids: Any = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=None)
+        self.grids = [dict(g) for g in (grids or [])] or [{}]
+
+    def jobs(self, arguments: list[str]) -> list[list[str]]:
+        """Every job's overrides: each grid's product, command line last, duplicates dropped."""
+        loader = self.hydra_context.config_loader if self.hydra_context else None
+        parser = OverridesParser.create(config_loader=loader)
+        seen: set[tuple[str, ...]] = set()
+        jobs = []
+        for grid in self.grids:
+            params = [f"{k}={v}" for k, v in grid.items()] + list(arguments)
+            (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
+            for job in batch:
+                key = tuple(sorted(job))
+                if key not in seen:
+                    seen.add(key)
+                    jobs.append(job)
+        return jobs
+
+    def sweep(self, arguments: list[str]) -> Any:
+        self._jobs = self.jobs(arguments)
+        return super().sweep([])  # the basic loop, over the jobs given by split_arguments below
+
+    def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
+        return list(BasicSweeper.split_overrides_to_chunks(self._jobs, max_batch_size))

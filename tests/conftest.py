@@ -1,0 +1,65 @@
+"""Shared fixtures: the real MNIST (../shared/data or MNIST_DATA_DIR), temporary MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _mnist_root() -> Path | None:
+    for root in (os.environ.get("MNIST_DATA_DIR"), SHARED_DATA):
+        if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return Path(root).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = _mnist_root()
+    if root is None:
+        pytest.skip("real MNIST not found: set MNIST_DATA_DIR to a folder holding MNIST/raw")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session, so the PCA of the 60k images is computed once for all tests."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def run_env(tmp_path: Path, mnist_root: Path, shared_cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        MNIST_DATA_DIR=str(mnist_root),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+        MNIST_PRUNING_CACHE=str(shared_cache),
+        HYDRA_FULL_ERROR="0",
+    )
+    return env
+
+
+def run_train(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600):
+    """Run the real entrypoint as a user would, in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pruning.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def search_runs(tmp_path: Path, experiment: str = "mnist-pruning"):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    return mlflow.search_runs(experiment_names=[experiment])

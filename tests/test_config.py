@@ -1,0 +1,73 @@
+"""Bad input: one clear line naming the key, the value and what is allowed."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from conftest import REPO
+from mnist_pruning.config import ConfigError, register_configs, validate
+
+register_configs()
+
+
+@pytest.fixture
+def make_cfg():
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def test_default_config_is_valid(make_cfg):
+    cfg = make_cfg()
+    validate(cfg)
+    assert cfg.selector.name == "random" and cfg.embedding.dims == 50
+
+
+def test_cluster_selectors_default_to_one_cluster_per_image(make_cfg):
+    cfg = make_cfg("selector=nearest", "k=600")
+    assert cfg.selector.clusters == 600
+    cfg = make_cfg("selector=furthest", "k=600", "selector.clusters=50")
+    assert cfg.selector.clusters == 50
+
+
+@pytest.mark.parametrize(
+    "overrides,key,allowed",
+    [
+        (["k=0"], "k=0", "from 1 to 60000"),
+        (["k=-5"], "k=-5", "from 1 to 60000"),
+        (["k=60001"], "k=60001", "from 1 to 60000"),
+        (["selector=nearest", "selector.clusters=0"], "selector.clusters=0", "from 1 to k"),
+        (["selector=nearest", "k=100", "selector.clusters=60001"], "selector.clusters=60001", "from 1"),
+        (["selector=nearest", "k=100", "selector.clusters=200"], "selector.clusters=200", "k=100"),
+        (["pca_dims=0"], "pca_dims=0", "1 to 784"),
+        (["pca_dims=785"], "pca_dims=785", "1 to 784"),
+        (["train.steps=0"], "train.steps=0", ">= 1"),
+        (["train.lr=-1"], "train.lr=-1", "> 0"),
+        (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
+        (["device=tpu"], "device='tpu'", "auto, cpu, cuda"),
+        (["data.validation_size=10000", "k=55000"], "k=55000", "from 1 to 50000"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(make_cfg, overrides, key, allowed):
+    cfg = make_cfg(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert key in msg and allowed in msg
+
+
+def test_full_ignores_k(make_cfg):
+    validate(make_cfg("selector=full", "k=0"))
+
+
+def test_wrong_type_fails_at_compose(make_cfg):
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        make_cfg("k=abc")
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("selector.clustrs=5")  # a typo of a key is not silently added

@@ -1,0 +1,37 @@
+from omegaconf import OmegaConf
+
+from conftest import REPO
+from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import GridSweeper
+
+
+def small_grids():
+    return OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/small.yaml").hydra.sweeper.grids)
+
+
+def as_dicts(jobs):
+    return [dict(o.split("=", 1) for o in job) for job in jobs]
+
+
+def test_small_grid_is_the_union_without_impossible_cells():
+    jobs = as_dicts(GridSweeper(grids=small_grids()).jobs([]))
+    assert len(jobs) == 30 + 90 + 75
+    assert sum(j["selector"] == "random" for j in jobs) == 30
+    assert not any(j.get("selector.clusters") == "500" and j["k"] == "60" for j in jobs)
+    assert all("selector.clusters" not in j for j in jobs if j["selector"] == "random")
+    assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs)
+
+
+def test_command_line_applies_to_every_grid_and_wins():
+    jobs = as_dicts(GridSweeper(grids=small_grids()).jobs(["seed=0", "train.steps=5"]))
+    assert len(jobs) == (30 + 90 + 75) // 5
+    assert all(j["seed"] == "0" and j["train.steps"] == "5" for j in jobs)
+
+
+def test_shared_jobs_run_once():
+    grids = [{"selector": "random,nearest", "k": "10"}, {"selector": "nearest", "k": "10,20"}]
+    jobs = as_dicts(GridSweeper(grids=grids).jobs([]))
+    assert sorted((j["selector"], j["k"]) for j in jobs) == [
+        ("nearest", "10"),
+        ("nearest", "20"),
+        ("random", "10"),
+    ]

@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+
+from mnist_pruning.cluster import KMeansFit, fit_from_centroids, kmeans
+from mnist_pruning.selectors import (
+    CLUSTER_SELECTORS,
+    SELECTORS,
+    Options,
+    allocate,
+    class_quotas,
+    select,
+)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """300 points in 2D around 6 well-separated centres, labels from 3 classes."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [20, 0], [20, 10]], dtype=np.float32)
+    sizes = [80, 60, 50, 50, 40, 20]
+    x = np.concatenate([c + rng.normal(size=(n, 2)) for c, n in zip(centres, sizes, strict=True)]).astype(
+        np.float32
+    )
+    labels = np.repeat([0, 1, 2, 0, 1, 2], sizes)
+    return x, labels
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+@pytest.mark.parametrize("k", [1, 6, 17, 120])
+def test_exact_size_unique_sorted_deterministic(blobs, name, k):
+    x, labels = blobs
+    a = select(name, x, labels, k, seed=3)
+    b = select(name, x, labels, k, seed=3)
+    expected = len(x) if name == "full" else k
+    assert len(a) == expected
+    assert len(np.unique(a)) == expected
+    assert np.all(np.diff(a) > 0)
+    assert a.dtype == np.int64
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["random", "cluster_random"])
+def test_seed_changes_random_choices(blobs, name):
+    x, labels = blobs
+    assert not np.array_equal(select(name, x, labels, 30, 0), select(name, x, labels, 30, 1))
+
+
+@pytest.mark.parametrize("name,pick", [("nearest", np.argmin), ("furthest", np.argmax)])
+def test_nearest_and_furthest_pick_the_extreme_of_each_cluster(blobs, name, pick):
+    x, labels = blobs
+    k = 6
+    fit = kmeans(x, k, seed=0)
+    chosen = select(name, x, labels, k, seed=0)
+    expected = []
+    for c in range(k):
+        members = np.flatnonzero(fit.assignments == c)
+        d = np.linalg.norm(x[members] - fit.centroids[c], axis=1)
+        expected.append(members[pick(d)])
+    assert np.array_equal(chosen, np.sort(expected))
+
+
+def test_fewer_clusters_than_k_fills_exactly_k_in_proportion(blobs):
+    x, labels = blobs
+    fit = kmeans(x, 3, seed=0)
+    for name in sorted(CLUSTER_SELECTORS):
+        chosen = select(name, x, labels, 50, 0, Options(clusters=3))
+        assert len(chosen) == 50 and len(np.unique(chosen)) == 50
+        per_cluster = np.bincount(fit.assignments[chosen], minlength=3)
+        sizes = np.bincount(fit.assignments, minlength=3)
+        assert np.array_equal(per_cluster, allocate(sizes, 50))
+    # nearest with clusters < k takes the closest members of each cluster, in order
+    near = select("nearest", x, labels, 50, 0, Options(clusters=3))
+    for c in range(3):
+        members = np.flatnonzero(fit.assignments == c)
+        n_c = np.sum(fit.assignments[near] == c)
+        closest = members[np.argsort(fit.distances[members], kind="stable")[:n_c]]
+        assert set(closest) == set(near[fit.assignments[near] == c])
+
+
+def test_empty_and_tiny_clusters_still_give_exactly_k():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    assignments = np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 2])  # cluster 1 empty, cluster 2 tiny
+    centroids = np.array([[3.5], [100.0], [8.5]], dtype=np.float32)
+
+    def fake_kmeans(points: np.ndarray, n: int, seed: int) -> KMeansFit:
+        assert n == 3
+        return fit_from_centroids(points, centroids, assignments)
+
+    for name in sorted(CLUSTER_SELECTORS):
+        chosen = select(name, x, np.zeros(10), 3, 0, Options(clusters=3, kmeans=fake_kmeans))
+        assert len(chosen) == 3 and len(np.unique(chosen)) == 3
+        assert np.sum(np.isin(chosen, [8, 9])) >= 1  # the tiny cluster is represented
+
+
+def test_allocate():
+    assert allocate(np.array([5, 5, 5]), 3).tolist() == [1, 1, 1]
+    assert allocate(np.array([10, 0, 1]), 5).tolist() == [4, 0, 1]
+    assert allocate(np.array([1, 1, 100]), 10).tolist() == [1, 1, 8]
+    sizes = np.array([7, 3, 0, 12, 1])
+    for k in range(4, 24):
+        take = allocate(sizes, k)
+        assert take.sum() == k and np.all(take <= sizes) and np.all(take[sizes > 0] >= 1)
+    with pytest.raises(ValueError):
+        allocate(np.array([2, 2]), 5)
+
+
+def test_class_quotas_exact_and_largest_classes_get_the_remainder():
+    labels = np.repeat(np.arange(10), [50, 60, 40, 55, 45, 50, 50, 52, 48, 50])
+    q = class_quotas(labels, 100)
+    assert sum(q.values()) == 100 and set(q.values()) == {10}
+    q = class_quotas(labels, 103)
+    assert sum(q.values()) == 103
+    assert [c for c, n in q.items() if n == 11] == [1, 3, 7]  # the three largest classes
+    tiny = np.repeat([0, 1], [2, 50])
+    assert class_quotas(tiny, 10) == {0: 2, 1: 8}
+
+
+@pytest.mark.parametrize("name", ["random", "nearest", "furthest", "cluster_random"])
+def test_balance_gives_k_over_classes_per_class(blobs, name):
+    x, labels = blobs
+    chosen = select(name, x, labels, 30, 0, Options(balance=True))
+    assert np.bincount(labels[chosen]).tolist() == [10, 10, 10]
+    assert len(np.unique(chosen)) == 30
+
+
+def test_unknown_selector_and_bad_k(blobs):
+    x, labels = blobs
+    with pytest.raises(ValueError, match="nearest"):
+        select("nearst", x, labels, 5, 0)
+    with pytest.raises(ValueError, match="k=0"):
+        select("random", x, labels, 0, 0)
+    with pytest.raises(ValueError, match="k=301"):
+        select("random", x, labels, 301, 0)

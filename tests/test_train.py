@@ -1,0 +1,73 @@
+"""The entrypoint end to end, as a user runs it: real MNIST, a temporary MLflow store."""
+
+from pathlib import Path
+
+import numpy as np
+from mlflow.artifacts import download_artifacts
+
+from conftest import run_train, search_runs
+
+FAST = ["train.steps=20", "train.warmup_steps=5"]
+
+
+def test_single_run_lands_in_mlflow_with_params_metrics_artifacts(tmp_path, run_env):
+    res = run_train(["selector=nearest", "k=100", *FAST], tmp_path, run_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = search_runs(tmp_path)
+    assert len(runs) == 1
+    r = runs.iloc[0]
+    assert r["status"] == "FINISHED"
+    assert r["tags.mlflow.runName"] == "nearest-k100-pca50-s0"
+    assert r["params.selector"] == "nearest" and r["params.k"] == "100"
+    assert r["params.pca_dims"] == "50" and r["params.seed"] == "0"
+    assert r["params.selector.clusters"] == "100" and r["params.train.steps"] == "20"
+    for key in ("train.lr", "train.batch_size", "train.weight_decay", "train.augment"):
+        assert f"params.{key}" in r
+    assert 0.0 <= r["metrics.test_acc"] <= 1.0
+    assert r["metrics.train_size"] == 100
+    assert r["metrics.select_seconds"] > 0 and r["metrics.train_seconds"] > 0
+    assert r["tags.git_commit"] and r["tags.sweep"] and len(r["tags.config_hash"]) == 16
+    idx = np.load(download_artifacts(run_id=r.run_id, artifact_path="selected_indices.npy"))
+    assert idx.dtype == np.int64 and len(idx) == 100 and len(np.unique(idx)) == 100
+    assert idx.min() >= 0 and idx.max() < 60000
+    cfg_text = Path(download_artifacts(run_id=r.run_id, artifact_path="config.yaml")).read_text()
+    assert "name: nearest" in cfg_text and "k: 100" in cfg_text
+    assert (tmp_path / "mlruns").is_dir()  # artifacts under mlruns/ beside the store
+
+
+def test_two_job_multirun_records_two_runs(tmp_path, run_env):
+    res = run_train(["-m", "selector=random,nearest", "k=50", *FAST], tmp_path, run_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = search_runs(tmp_path)
+    assert sorted(runs["params.selector"]) == ["nearest", "random"]
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs["tags.sweep"].nunique() == 1
+    assert set(runs["metrics.train_size"]) == {50}
+
+
+def test_failing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, run_env):
+    res = run_train(["-m", "selector=random", "k=0,50", *FAST], tmp_path, run_env)
+    assert res.returncode != 0
+    assert "1 of 2 runs of this sweep failed" in res.stdout + res.stderr
+    runs = search_runs(tmp_path).set_index("params.k")
+    assert runs.loc["50", "status"] == "FINISHED"
+    assert runs.loc["0", "status"] == "FAILED"
+    assert "k=0" in runs.loc["0", "tags.error"]
+
+
+def test_bad_input_is_one_line_and_records_nothing(tmp_path, run_env):
+    res = run_train(["k=0"], tmp_path, run_env)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() + res.stdout.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "k=0" in errors[0] and "from 1 to 60000" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "mlflow.db").exists() or search_runs(tmp_path).empty
+
+
+def test_run_that_raises_is_marked_failed(tmp_path, run_env):
+    res = run_train(["data.root=nowhere", "data.download=false", *FAST], tmp_path, run_env)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    runs = search_runs(tmp_path)
+    assert list(runs["status"]) == ["FAILED"]
+    assert "missing" in runs.iloc[0]["tags.error"]
