@@ -99,6 +99,17 @@ class Config:
     device: str = "auto"
 
 
+@dataclass
+class ReportConfig:
+    defaults: list[Any] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    target_acc: float = 0.95
+    out_dir: str = "reports"
+    montage_k: int | None = None  # k of the selected_examples.png rows; None: the smallest k run
+    min_seeds: int = 5  # groups with fewer seeds are flagged
+
+
 def register_configs() -> None:
     """Make the schemas available to the defaults lists of `conf/`."""
     cs = ConfigStore.instance()
@@ -106,6 +117,9 @@ def register_configs() -> None:
     cs.store(group="selector", name="base_selector", node=SelectorConfig)
     cs.store(group="embedding", name="base_embedding", node=EmbeddingConfig)
     cs.store(group="train", name="base_train", node=TrainConfig)
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="mlflow", name="base_mlflow", node=MlflowConfig)
+    cs.store(name="base_report", node=ReportConfig)
 
 
 DEVICES = ("auto", "cpu", "cuda")
