@@ -1,7 +1,17 @@
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import GridSweeper
+
+
+def GridSweeper(**kwargs):  # noqa: N802
+    """The sweeper class as Hydra loads it: Hydra's plugin scan re-executes BasicSweeper's module,
+    so a class imported before that scan would subclass a stale BasicSweeper."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import GridSweeper as cls
+
+    return cls(**kwargs)
 
 
 def small_grids():

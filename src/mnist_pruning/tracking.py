@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # keys that say where or how a run executes, not what it computes: left out of the config hash
 NON_SEMANTIC_KEYS = (
     "mlflow",
+    "cache",
     "data.root",
     "data.download",
     "data.verify",
@@ -202,7 +203,9 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         params = flatten(cfg)
         params.update(selector=cfg.selector.name, embedding=cfg.embedding.name)
         mlflow.log_params({k: "None" if v is None else v for k, v in params.items()})
-        mlflow.set_tags({**tags, "config_hash": config_hash(cfg), "git_commit": git_commit()})
+        mlflow.set_tags(
+            {**tags, "kind": "train", "config_hash": config_hash(cfg), "git_commit": git_commit()}
+        )
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         yield run
     except KeyboardInterrupt:
@@ -217,11 +220,15 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         mlflow.end_run(status="FINISHED")
 
 
-def log_indices(indices: np.ndarray) -> None:
-    """The kept indices (into the 60k training set) as selected_indices.npy, int64."""
+def log_selection(indices: np.ndarray, images: np.ndarray, labels: np.ndarray, title: str) -> None:
+    """selected_indices.npy (int64 indices into the 60k training set) and selected_images.png,
+    a montage of what was kept, so selectors can be compared side by side in the MLflow UI."""
     import mlflow
+
+    from mnist_pruning.figures import save_montage
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "selected_indices.npy"
         np.save(path, np.asarray(indices, dtype=np.int64))
-        mlflow.log_artifact(str(path))
+        save_montage(Path(tmp) / "selected_images.png", images, labels, indices, title)
+        mlflow.log_artifacts(tmp)

@@ -93,7 +93,9 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         picked = select(cfg.selector.name, x[pool], labels[pool], cfg.k, cfg.seed, options)
         indices = pool[picked]
         select_seconds = time.perf_counter() - start
-        tracking.log_indices(indices)
+        tracking.log_selection(
+            indices, data.train_images.numpy(), labels, f"{tracking.run_name(cfg)}: {len(indices)} images"
+        )
         mlflow.log_metrics({"train_size": len(indices), "select_seconds": select_seconds})
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
 

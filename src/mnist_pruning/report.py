@@ -1,0 +1,330 @@
+"""Post-hoc report: medians across seeds, the smallest k reaching the target, tables and plots.
+
+    python -m mnist_pruning.report
+    python -m mnist_pruning.report target_acc=0.95 out_dir=reports/small
+
+Reads the finished runs of the experiment the train entrypoint writes to, keeps the newest run of
+each setting + seed (a re-run sweep never double counts), and writes summary.csv, summary.md
+and the plots to `out_dir`, and as artifacts of a report run in MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from mnist_pruning import figures, tracking
+from mnist_pruning.config import register_configs
+
+log = logging.getLogger(__name__)
+register_configs()
+
+REPORT_TAG = "report"
+# settings shown in their own columns; every other setting that varies goes to `other`
+MAIN = ("selector", "embedding", "clusters", "balance", "k")
+MAIN_PARAMS = {
+    f"params.{p}"
+    for p in (
+        "selector",
+        "selector.name",
+        "embedding",
+        "embedding.name",
+        "embedding.dims",
+        "pca_dims",
+        "selector.clusters",
+        "selector.balance",
+        "k",
+    )
+}
+
+
+class ReportError(RuntimeError):
+    """Nothing to report on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Runs:
+    finished: pd.DataFrame  # the newest FINISHED run of each setting + seed
+    left_out: int  # FAILED, KILLED or RUNNING runs
+    duplicates: int  # older FINISHED runs of a setting + seed that was run again
+
+
+def fetch_runs(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
+    """Every training run of the experiment (report runs excluded), params as strings."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment_name) is None:
+        raise ReportError(f"no experiment {experiment_name!r} at {tracking_uri}: run a sweep first")
+    df = mlflow.search_runs(experiment_names=[experiment_name], max_results=100_000)
+    if "tags.kind" in df:
+        df = df[df["tags.kind"] != REPORT_TAG].dropna(axis=1, how="all")  # the report's own params
+    return df.reset_index(drop=True)
+
+
+def as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Params as plain strings, a missing one as 'None' (pandas keeps NaN through astype(str))."""
+    return df.astype(object).where(df.notna(), "None").astype(str)
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The params that define a setting: all but the seed and where/how a run executed."""
+    cols = []
+    for col in df.columns:
+        if not col.startswith("params."):
+            continue
+        key = col.removeprefix("params.")
+        if key == "seed" or any(key == p or key.startswith(p + ".") for p in tracking.NON_SEMANTIC_KEYS):
+            continue
+        cols.append(col)
+    return sorted(cols)
+
+
+def latest_finished(df: pd.DataFrame) -> Runs:
+    """Keep FINISHED runs; of several for one setting + seed, the newest."""
+    if df.empty:
+        return Runs(df, 0, 0)
+    done = df[df["status"] == "FINISHED"].copy()
+    left_out = len(df) - len(done)
+    if "tags.config_hash" in done:
+        identity = done["tags.config_hash"].fillna("")
+    else:
+        identity = pd.Series("", index=done.index)
+    fallback = as_text(done[[*setting_columns(done), "params.seed"]]).agg("|".join, axis=1)
+    done["_identity"] = identity.where(identity != "", fallback)
+    done = done.sort_values("start_time").drop_duplicates("_identity", keep="last")
+    duplicates = int((df["status"] == "FINISHED").sum()) - len(done)
+    return Runs(done.drop(columns="_identity"), left_out, duplicates)
+
+
+def _describe(df: pd.DataFrame) -> pd.DataFrame:
+    """Readable setting columns: selector, embedding, clusters, balance, k."""
+    text = as_text(df.filter(like="params."))
+    out = pd.DataFrame(index=df.index)
+
+    def p(key: str) -> pd.Series:
+        return text.get(f"params.{key}", pd.Series("None", index=df.index))
+
+    out["selector"] = p("selector.name")
+    dims = p("embedding.dims")
+    out["embedding"] = p("embedding.name") + dims.where(dims != "None", "")
+    clusters, k = p("selector.clusters"), p("k")
+    out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
+    out["balance"] = p("selector.balance").str.lower().eq("true")
+    full = out["selector"] == "full"
+    train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
+    out["k"] = np.where(full, train_size.fillna(0), pd.to_numeric(k, errors="coerce")).astype(int)
+    return out
+
+
+def annotate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: readable setting columns, `other` (the further settings that vary), its curve
+    (the setting with k free) and `setting` (the full setting, for grouping seeds)."""
+    settings = setting_columns(runs)
+    text = as_text(runs[settings])
+    out = _describe(runs)
+    varying = [c for c in settings if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    out["other"] = (
+        text[varying].apply(
+            lambda r: " ".join(f"{c.removeprefix('params.')}={v}" for c, v in r.items()), axis=1
+        )
+        if varying
+        else ""
+    )
+    out["curve"] = out.apply(curve_name, axis=1)
+    out["setting"] = text.agg("|".join, axis=1)
+    return out
+
+
+def summarize(runs: pd.DataFrame, min_seeds: int = 5) -> pd.DataFrame:
+    """One row per setting: accuracy quantiles over seeds, seed count, median timings."""
+    if runs.empty:
+        raise ReportError("no FINISHED runs to summarize")
+    described = annotate(runs)
+    rows = []
+    for _, idx in described.groupby("setting").groups.items():
+        part = runs.loc[idx]
+        acc = part["metrics.test_acc"].astype(float)
+        first = described.loc[idx[0]]
+        q1, q3 = acc.quantile(0.25), acc.quantile(0.75)
+        rows.append(
+            {
+                **{c: first[c] for c in (*MAIN, "other", "curve")},
+                "seeds": len(part),
+                "median_acc": acc.median(),
+                "min_acc": acc.min(),
+                "max_acc": acc.max(),
+                "q1_acc": q1,
+                "q3_acc": q3,
+                "iqr_acc": q3 - q1,
+                "median_select_seconds": part["metrics.select_seconds"].median(),
+                "median_train_seconds": part["metrics.train_seconds"].median(),
+                "few_seeds": len(part) < min_seeds,
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["curve", "k"]).reset_index(drop=True)
+
+
+def curve_name(row: pd.Series) -> str:
+    """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
+    parts = [row["selector"], row["embedding"]]
+    if row["clusters"] not in ("-", "k"):
+        parts.append(f"c{row['clusters']}")
+    if row["balance"]:
+        parts.append("balanced")
+    if row["other"]:
+        parts.append(row["other"])
+    return " ".join(parts)
+
+
+def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per curve: the smallest k whose median reaches `target`, and k interpolated on log k
+    between that k and the next smaller k run (None where no smaller k was run)."""
+    rows = []
+    for name, part in summary[summary["selector"] != "full"].groupby("curve", sort=True):
+        part = part.sort_values("k")
+        reached = part[part["median_acc"] >= target]
+        row = {"curve": name, "k_values": ",".join(str(k) for k in part["k"]), "smallest_k": None}
+        row["interpolated_k"] = None
+        if not reached.empty:
+            hit = reached.iloc[0]
+            row["smallest_k"] = int(hit["k"])
+            below = part[part["k"] < hit["k"]]
+            if not below.empty:
+                lo = below.iloc[-1]
+                frac = (target - lo["median_acc"]) / (hit["median_acc"] - lo["median_acc"])
+                log_k = math.log(lo["k"]) + frac * (math.log(hit["k"]) - math.log(lo["k"]))
+                row["interpolated_k"] = round(math.exp(log_k), 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["curve", "k_values", "smallest_k", "interpolated_k"])
+
+
+def markdown(summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int) -> str:
+    lines = [
+        "| selector | embedding | clusters | balanced | k | seeds | median acc | IQR | min | max "
+        "| select s | train s |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for _, r in summary.iterrows():
+        seeds = f"{r['seeds']}*" if r["few_seeds"] else str(r["seeds"])
+        sel = f"{r['selector']} ({r['other']})" if r["other"] else r["selector"]
+        lines.append(
+            f"| {sel} | {r['embedding']} | {r['clusters']} | {'yes' if r['balance'] else 'no'} | {r['k']} "
+            f"| {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
+            f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
+        )
+    lines += ["", f"Smallest k whose median test accuracy reaches {target:g}:", ""]
+    lines += ["| curve | k run | smallest k | interpolated k |", "| --- | --- | ---: | ---: |"]
+    for _, r in answer.iterrows():
+        k = "not reached" if pd.isna(r["smallest_k"]) else str(int(r["smallest_k"]))
+        ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
+        lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
+    notes = [f"{len(runs.finished)} finished runs"]
+    if (summary["few_seeds"]).any():
+        notes.append(f"* fewer than {min_seeds} seeds")
+    if runs.left_out:
+        notes.append(f"{runs.left_out} failed, killed or running runs left out")
+    if runs.duplicates:
+        notes.append(f"{runs.duplicates} older duplicate runs left out")
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, np.ndarray]]:
+    """For selected_examples.png: per curve, the kept indices of its lowest-seed run at montage_k."""
+    from mlflow.artifacts import download_artifacts
+
+    described = annotate(runs)
+    described = described[described["selector"] != "full"]
+    if described.empty:
+        return []
+    k = montage_k if montage_k is not None else int(described["k"].min())
+    at_k = described[described["k"] == k].assign(seed=runs["params.seed"].astype(int))
+    rows = []
+    for name, part in at_k.groupby("curve", sort=True):
+        run_id = runs.loc[part.sort_values("seed").index[0], "run_id"]
+        try:
+            path = download_artifacts(run_id=run_id, artifact_path="selected_indices.npy")
+        except Exception as e:
+            log.warning("no selected_indices.npy for run %s (%s)", run_id, tracking.one_line(e))
+            continue
+        rows.append((f"{name} (k={k})", np.load(path)))
+    return rows
+
+
+def write_report(cfg: DictConfig) -> Path:
+    m = cfg.mlflow
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name))
+    if runs.left_out:
+        log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
+    if runs.finished.empty:
+        raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
+    summary = summarize(runs.finished, cfg.min_seeds)
+    answer = smallest_k(summary, cfg.target_acc)
+    summary.to_csv(out / "summary.csv", index=False)
+    answer.to_csv(out / "smallest_k.csv", index=False)
+    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds)
+    (out / "summary.md").write_text(md)
+    print(md)
+
+    curves = summary[summary["selector"] != "full"]
+    full = summary[summary["selector"] == "full"]
+    reference = float(full["median_acc"].max()) if not full.empty else None
+    figures.save_curves(
+        out / "accuracy_vs_size.png",
+        curves,
+        "median_acc",
+        "median test accuracy",
+        band=("min_acc", "max_acc"),
+        target=cfg.target_acc,
+        reference=reference,
+    )
+    timed = curves.assign(seconds=curves["median_select_seconds"] + curves["median_train_seconds"])
+    figures.save_curves(out / "time_vs_size.png", timed, "seconds", "median seconds (select + train)")
+    try:
+        from mnist_pruning.data import load_mnist
+
+        data = load_mnist(cfg.data.root, download=False, verify=cfg.data.verify)
+        rows = example_rows(runs.finished, cfg.montage_k)
+        if rows:
+            figures.save_examples(out / "selected_examples.png", rows, data.train_images.numpy())
+    except Exception as e:  # the tables are the report; the montage is a bonus
+        log.warning("selected_examples.png skipped: %s", tracking.one_line(e))
+    log_report(cfg, out)
+    return out
+
+
+def log_report(cfg: DictConfig, out: Path) -> None:
+    """The report's files as artifacts of a run of its own, beside the runs it summarizes."""
+    import mlflow
+
+    m = cfg.mlflow
+    experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"report-{out.name}", tags={"kind": REPORT_TAG}
+    ):
+        mlflow.log_params({"target_acc": cfg.target_acc, "out_dir": str(out)})
+        mlflow.log_artifacts(str(out))
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    try:
+        out = write_report(cfg)
+    except (ReportError, tracking.TrackingError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+    log.info("report written to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The report on a temporary store filled with runs of known accuracies."""
+
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from PIL import Image
+
+from mnist_pruning import report
+from mnist_pruning.figures import montage_grid, save_montage
+
+EXP = "report-test"
+
+
+def add_run(client, exp_id, selector, k, seed, acc, status="FINISHED", clusters=None, indices=None):
+    params = {
+        "selector": selector,
+        "selector.name": selector,
+        "k": str(k),
+        "seed": str(seed),
+        "selector.clusters": str(clusters if clusters is not None else (k if selector != "random" else None)),
+        "selector.balance": "False",
+        "embedding": "pca",
+        "embedding.name": "pca",
+        "embedding.dims": "50",
+        "pca_dims": "50",
+        "train.steps": "50",
+        "mlflow.tracking_uri": "ignored",
+    }
+    run = client.create_run(exp_id, run_name=f"{selector}-k{k}-s{seed}", tags={"kind": "train"})
+    rid = run.info.run_id
+    for key, value in params.items():
+        client.log_param(rid, key, value)
+    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}")
+    for key, value in {
+        "test_acc": acc,
+        "train_size": k,
+        "select_seconds": 0.5,
+        "train_seconds": 10.0,
+    }.items():
+        client.log_metric(rid, key, value)
+    if indices is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "selected_indices.npy", np.asarray(indices, dtype=np.int64))
+            client.log_artifact(rid, str(Path(tmp) / "selected_indices.npy"))
+    client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
+    rng = np.random.default_rng(0)
+    for seed, acc in enumerate([0.80, 0.82, 0.84, 0.86, 0.88]):
+        add_run(client, exp_id, "random", 100, seed, acc, indices=rng.choice(60000, 100, replace=False))
+    for seed, acc in enumerate([0.90, 0.93, 0.96, 0.97, 0.99]):
+        add_run(client, exp_id, "random", 200, seed, acc)
+    for seed, acc in enumerate([0.95, 0.96, 0.97]):
+        add_run(client, exp_id, "nearest", 100, seed, acc, indices=rng.choice(60000, 100, replace=False))
+    again = rng.choice(60000, 100, replace=False)
+    add_run(client, exp_id, "random", 100, 0, 0.81, indices=again)  # the same setting + seed, newer
+    add_run(client, exp_id, "random", 100, 5, 0.10, status="FAILED")
+    return uri, tmp_path
+
+
+def test_medians_counts_flags_and_smallest_k(store):
+    uri, _ = store
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    assert runs.left_out == 1 and runs.duplicates == 1 and len(runs.finished) == 13
+    s = report.summarize(runs.finished).set_index(["selector", "k"])
+    r100 = s.loc[("random", 100)]
+    assert r100["seeds"] == 5 and r100["median_acc"] == pytest.approx(0.84)
+    assert r100["min_acc"] == pytest.approx(0.81) and r100["max_acc"] == pytest.approx(0.88)
+    assert r100["iqr_acc"] == pytest.approx(0.04) and not r100["few_seeds"]
+    assert s.loc[("random", 200), "median_acc"] == pytest.approx(0.96)
+    n100 = s.loc[("nearest", 100)]
+    assert n100["seeds"] == 3 and n100["few_seeds"] and n100["median_acc"] == pytest.approx(0.96)
+    assert n100["clusters"] == "k"
+    answer = report.smallest_k(report.summarize(runs.finished), 0.95).set_index("curve")
+    assert answer.loc["random pca50", "smallest_k"] == 200
+    expected = 100 * 2 ** ((0.95 - 0.84) / (0.96 - 0.84))
+    assert answer.loc["random pca50", "interpolated_k"] == pytest.approx(expected, abs=0.1)
+    assert answer.loc["nearest pca50", "smallest_k"] == 100
+    assert pd.isna(answer.loc["nearest pca50", "interpolated_k"])
+    assert pd.isna(report.smallest_k(report.summarize(runs.finished), 0.999)["smallest_k"]).all()
+
+
+def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
+    uri, _ = store
+    out = tmp_path / "reports"
+    cfg = OmegaConf.create(
+        {
+            "mlflow": {
+                "tracking_uri": uri,
+                "experiment_name": EXP,
+                "artifact_root": str(tmp_path / "mlruns"),
+            },
+            "data": {"root": str(mnist_root), "verify": True},
+            "target_acc": 0.95,
+            "out_dir": str(out),
+            "montage_k": None,
+            "min_seeds": 5,
+        }
+    )
+    report.write_report(cfg)
+    assert "| random | pca50 | - | no | 100 | 5 | 0.8400 |" in capsys.readouterr().out
+    csv = pd.read_csv(out / "summary.csv")
+    assert len(csv) == 3
+    for name in ("accuracy_vs_size.png", "time_vs_size.png", "selected_examples.png"):
+        with Image.open(out / name) as img:
+            img.verify()
+    assert "Smallest k" in (out / "summary.md").read_text()
+    reports = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name(EXP).experiment_id], "tags.kind = 'report'"
+    )
+    assert len(reports) == 1
+    names = {a.path for a in MlflowClient(uri).list_artifacts(reports[0].info.run_id)}
+    assert {"summary.csv", "summary.md", "accuracy_vs_size.png"} <= names
+    # a second report does not count the first report run as a training run
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    assert len(runs.finished) == 13
+
+
+def test_montage_shows_exactly_the_kept_images(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, size=(40, 28, 28), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    kept = np.array([3, 7, 8, 12, 13, 22, 31])
+    picture, shown, counts = montage_grid(images, labels, kept)
+    assert sorted(shown[shown >= 0]) == sorted(kept)
+    assert counts.tolist()[:4] == [2, 1, 1, 3]
+    for (row, col), i in np.ndenumerate(shown):
+        tile = picture[row * 28 : (row + 1) * 28, col * 28 : (col + 1) * 28]
+        assert np.array_equal(tile, images[i]) if i >= 0 else not tile.any()
+    assert sorted(save_montage(tmp_path / "m.png", images, labels, kept, "t")) == sorted(kept)
+    with Image.open(tmp_path / "m.png") as img:
+        img.verify()
+    # more than ten of a class: the row shows the first ten, nothing else
+    many = np.arange(0, 40, 4)[:10].tolist() + [1]
+    _, shown, _ = montage_grid(images, labels, np.array(many + [0]), per_class=10)
+    assert set(shown[shown >= 0]) <= set(many)
+
+
+def test_empty_experiment_is_a_clear_message(tmp_path):
+    env_uri = f"sqlite:///{tmp_path}/empty.db"
+    MlflowClient(env_uri).create_experiment("mnist-pruning", artifact_location=(tmp_path / "a").as_uri())
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_pruning.report",
+            f"mlflow.tracking_uri={env_uri}",
+            f"out_dir={tmp_path}/r",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 1
+    assert "no FINISHED runs" in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_interpolation_is_on_log_k():
+    summary = pd.DataFrame({"selector": "random", "curve": "c", "k": [10, 1000], "median_acc": [0.5, 1.0]})
+    answer = report.smallest_k(summary, 0.75)
+    assert answer.iloc[0]["interpolated_k"] == pytest.approx(100.0)
+    assert math.isclose(answer.iloc[0]["smallest_k"], 1000)
