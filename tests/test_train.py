@@ -71,3 +71,19 @@ def test_run_that_raises_is_marked_failed(tmp_path, run_env):
     runs = search_runs(tmp_path)
     assert list(runs["status"]) == ["FAILED"]
     assert "missing" in runs.iloc[0]["tags.error"]
+
+
+def test_two_job_joblib_multirun_loses_nothing(tmp_path, run_env):
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "selector=random,nearest",
+        "k=50",
+        *FAST,
+    ]
+    res = run_train(args, tmp_path, run_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = search_runs(tmp_path)
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["params.selector"]) == ["nearest", "random"]

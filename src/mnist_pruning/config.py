@@ -8,12 +8,17 @@ ranges and names, so that bad input is a one-line error before any expensive wor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mnist_pruning.data import N_PIXELS, N_TRAIN
+
+# conf/ of the checkout (the package is installed editable); absolute, so that the entrypoint
+# finds it however it was imported (as __main__, or by name in a launcher's worker)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ValueError):

@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from mnist_pruning import figures, tracking
-from mnist_pruning.config import register_configs
+from mnist_pruning.config import CONF_DIR, register_configs
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -316,7 +316,7 @@ def log_report(cfg: DictConfig, out: Path) -> None:
         mlflow.log_artifacts(str(out))
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 def main(cfg: DictConfig) -> None:
     try:
         out = write_report(cfg)

@@ -7,6 +7,7 @@ python -m mnist_pruning.train -m selector=nearest,furthest,random k=600,1200 see
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from functools import lru_cache, partial
@@ -16,12 +17,12 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import ConfigError, register_configs, validate
+from mnist_pruning.config import CONF_DIR, ConfigError, register_configs, validate
 from mnist_pruning.data import DataError, Mnist, load_mnist, split_pool
 from mnist_pruning.embed import embed
 from mnist_pruning.selectors import Options, select
@@ -64,6 +65,19 @@ def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int
     return KMeansFit(a["centroids"], a["assignments"], a["distances"], inertia)
 
 
+def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
+    """`threads` if set; else the cores shared out over the jobs a parallel launcher runs at once
+    (joblib's n_jobs, -1 meaning one job per core), so that jobs x threads <= cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads:
+        return threads
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    if n_jobs is None or n_jobs == 0:
+        return cores
+    jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, cores // min(jobs, cores))
+
+
 def recipe_of(cfg: DictConfig) -> Recipe:
     t = cfg.train
     return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
@@ -75,8 +89,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
 
     with tracking.mlflow_run(cfg, experiment_id, tags):
         validate(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(threads_per_job(cfg.threads, HydraConfig.get()))
         device = resolve_device(cfg.device)
         data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify)
         cache = get_cache(cfg.cache.dir, cfg.cache.enabled)
@@ -117,7 +130,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         return result.metrics["test_acc"]
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Single run: a bad input exits 2 with one line. In a sweep, a failing job is recorded as
     FAILED and the sweep goes on; `tracking.StoreCallback` makes the sweep exit non-zero."""
@@ -146,4 +159,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the task from the importable module, not __main__, so that launchers which pickle it
+    # for other processes (joblib, submitit) find it by name there
+    from mnist_pruning.train import main as task
+
+    task()

@@ -1,0 +1,282 @@
+"""Measure what makes a sweep fast, as ratios within one run of this script.
+
+    python benchmarks/bench.py                 # the full measurement (about 15 minutes on 2 cores)
+    python benchmarks/bench.py --tiny          # seconds: checks that the script still works
+
+Prints a table and writes JSON (--out, default benchmarks/results.json):
+- training images/s: the project's loop vs a plain PyTorch loop over the same in-memory tensors
+  vs the original harness's DataLoader over PIL images with per-image transforms;
+  and what augmentation costs on top of a step;
+- k-means cold fit time and inertia, this project's vs scikit-learn's KMeans (n_init=1);
+- warm selection time (k-means fit cached);
+- per-run overhead outside training (run wall time minus train_seconds), cold and warm;
+- an 8-run sweep, sequential vs 2 parallel jobs (joblib launcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnist_pruning.cache import Cache
+from mnist_pruning.cluster import kmeans
+from mnist_pruning.data import load_mnist
+from mnist_pruning.embed import pca
+from mnist_pruning.model import LeNet5
+from mnist_pruning.selectors import Options, select
+from mnist_pruning.train import cached_kmeans
+from mnist_pruning.training import Recipe, normalize, train
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN, STD = 0.1307, 0.3081
+
+
+def recipe(steps: int, augment: bool) -> Recipe:
+    return Recipe(
+        steps=steps,
+        batch_size=128,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        warmup_steps=min(100, steps),
+        augment=augment,
+        aug_rotate=10.0,
+        aug_translate=0.1,
+        aug_scale=0.1,
+        eval_every=0,
+        eval_batch_size=2000,
+        log_every=0,
+    )
+
+
+def project_loop(x: torch.Tensor, y: torch.Tensor, steps: int, augment: bool) -> float:
+    res = train(x, y, {}, recipe(steps, augment), seed=0, device=torch.device("cpu"))
+    return steps * 128 / res.train_seconds
+
+
+def plain_loop(x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """The textbook loop over in-memory tensors: the reference the project's loop must match."""
+    torch.manual_seed(0)
+    model = LeNet5()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    perm = torch.randperm(len(x))
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = perm[(step * 128) % (len(x) - 128) :][:128]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * 128 / (time.perf_counter() - start)
+
+
+def pil_loader_loop(root: str, steps: int) -> float:
+    """The original harness: torchvision's MNIST as PIL images, per-image transforms, DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    loader = DataLoader(datasets.MNIST(root, train=True, transform=tf), batch_size=128, shuffle=True)
+    torch.manual_seed(0)
+    model = LeNet5()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    start = time.perf_counter()
+    for step, (xb, yb) in enumerate(loader):
+        if step == steps:
+            break
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * 128 / (time.perf_counter() - start)
+
+
+def bench_training(root: str, steps: int) -> dict:
+    data = load_mnist(root)
+    x, y = normalize(data.train_images, MEAN, STD), data.train_labels
+    project_loop(x, y, 5, False)  # warm-up
+    plain = plain_loop(x, y, steps)
+    ours = project_loop(x, y, steps, False)
+    pil = pil_loader_loop(root, steps)
+    aug = project_loop(x, y, steps, True)
+    return {
+        "images_per_s_project": ours,
+        "images_per_s_plain": plain,
+        "images_per_s_pil_dataloader": pil,
+        "images_per_s_project_augment": aug,
+        "project_vs_plain": ours / plain,
+        "project_vs_pil": ours / pil,
+        "augment_share_of_step": 1 - aug / ours,
+    }
+
+
+def bench_kmeans(x: np.ndarray, ks: list[int]) -> list[dict]:
+    from sklearn.cluster import KMeans
+
+    rows = []
+    for k in ks:
+        t = time.perf_counter()
+        ours = kmeans(x, k, seed=0)
+        ours_s = time.perf_counter() - t
+        t = time.perf_counter()
+        sk = KMeans(n_clusters=k, n_init=1, random_state=0).fit(x)
+        sk_s = time.perf_counter() - t
+        rows.append(
+            {
+                "k": k,
+                "seconds": ours_s,
+                "sklearn_seconds": sk_s,
+                "inertia_vs_sklearn": ours.inertia / float(sk.inertia_),
+            }
+        )
+    return rows
+
+
+def bench_warm_selection(x: np.ndarray, labels: np.ndarray, k: int, cache_dir: str) -> dict:
+    cache = Cache(cache_dir)
+    options = Options(clusters=k, kmeans=lambda p, n, s: cached_kmeans(cache, 100, 1e-4, p, n, s))
+    select("nearest", x, labels, k, 0, options)  # cold: fits and stores
+    out = {}
+    for name in ("nearest", "furthest", "cluster_random"):
+        warm = Cache(cache_dir)  # a new process's view: read from disk
+        opts = Options(clusters=k, kmeans=lambda p, n, s, c=warm: cached_kmeans(c, 100, 1e-4, p, n, s))
+        t = time.perf_counter()
+        select(name, x, labels, k, 0, opts)
+        out[name] = time.perf_counter() - t
+    return {"k": k, "warm_select_seconds": out}
+
+
+def sweep(args: list[str], env: dict, cwd: Path) -> float:
+    start = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "mnist_pruning.train", *args], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"sweep failed: {res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def runs_of(tracking_uri: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs(experiment_names=["mnist-pruning"]).sort_values("start_time")
+
+
+def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int) -> dict:
+    """Per-run overhead from the runs' own timestamps, and a sweep sequential vs 2 jobs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = dict(os.environ, MNIST_DATA_DIR=root, MNIST_PRUNING_CACHE=str(tmp / "cache"))
+        short = f"train.steps={max(1, steps // 10)}"
+
+        # cold: a new process, nothing cached (MNIST parse, PCA, k-means fit, imports)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/cold.db"
+        cold_wall = sweep(["selector=nearest", f"k={k}", short], env, tmp)
+        cold = runs_of(env["MLFLOW_TRACKING_URI"]).iloc[0]
+
+        # warm: a multirun whose embedding and k-means fit are cached; from one job's start to the
+        # next, minus the training in between
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/warm.db"
+        sweep(
+            ["-m", "selector=nearest,furthest,cluster_random,random", f"k={k}", short, "seed=0,1"], env, tmp
+        )
+        warm = runs_of(env["MLFLOW_TRACKING_URI"])
+        starts = warm["start_time"].astype("int64").to_numpy() / 1e9
+        gaps = np.diff(starts) - warm["metrics.train_seconds"].to_numpy()[:-1]
+
+        # the same sweep of random selections, one job at a time and two at once
+        common = ["selector=random", f"k={k}", f"train.steps={steps}", f"seed=range({n_runs})"]
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/seq.db"
+        seq_wall = sweep(["-m", *common], env, tmp)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/par.db"
+        par_wall = sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common], env, tmp)
+        par = runs_of(env["MLFLOW_TRACKING_URI"])
+        assert (par["status"] == "FINISHED").sum() == n_runs
+    return {
+        "cold_run_wall_seconds": cold_wall,
+        "cold_overhead_seconds": cold_wall - float(cold["metrics.train_seconds"]),
+        "warm_overhead_seconds_median": float(np.median(gaps[1:])),  # the first job parses MNIST
+        "sweep_runs": n_runs,
+        "sweep_sequential_seconds": seq_wall,
+        "sweep_parallel_2_jobs_seconds": par_wall,
+        "parallel_speedup": seq_wall / par_wall,
+    }
+
+
+def table(results: dict) -> str:
+    t, lines = results["training"], []
+    lines += [
+        "| measure | value |",
+        "| --- | --- |",
+        f"| training images/s, project loop (augment off) | {t['images_per_s_project']:,.0f} |",
+        f"| training images/s, plain in-memory loop | {t['images_per_s_plain']:,.0f} |",
+        f"| training images/s, PIL DataLoader pipeline | {t['images_per_s_pil_dataloader']:,.0f} |",
+        f"| project vs plain loop | {t['project_vs_plain']:.2f}x |",
+        f"| project vs PIL DataLoader | {t['project_vs_pil']:.2f}x |",
+        f"| augmentation share of a step | {100 * t['augment_share_of_step']:.0f}% |",
+    ]
+    for r in results["kmeans"]:
+        lines.append(
+            f"| k-means cold fit, k={r['k']:,} (scikit-learn's) | {r['seconds']:.1f} s "
+            f"({r['sklearn_seconds']:.1f} s), inertia {r['inertia_vs_sklearn']:.4f}x scikit-learn's |"
+        )
+    w = results["warm_selection"]
+    slowest = max(w["warm_select_seconds"].values())
+    lines.append(f"| warm selection, k={w['k']:,}, slowest cluster selector | {slowest:.2f} s |")
+    o = results["sweep"]
+    seq, par = o["sweep_sequential_seconds"], o["sweep_parallel_2_jobs_seconds"]
+    lines += [
+        "| per-run overhead outside training, cold (new process, empty cache) "
+        f"| {o['cold_overhead_seconds']:.1f} s |",
+        "| per-run overhead outside training, warm (in a multirun) "
+        f"| {o['warm_overhead_seconds_median']:.2f} s |",
+        f"| {o['sweep_runs']}-run sweep, sequential / 2 parallel jobs "
+        f"| {seq:.0f} s / {par:.0f} s = {o['parallel_speedup']:.2f}x |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, to check the script works")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    parser.add_argument("--root", default=os.environ.get("MNIST_DATA_DIR", "data"))
+    a = parser.parse_args(argv)
+
+    steps = 20 if a.tiny else 400
+    data = load_mnist(a.root)
+    x = pca(data.train_flat(), 50)
+    labels = data.train_labels.numpy()
+    results: dict = {"tiny": a.tiny, "threads": torch.get_num_threads()}
+    results["training"] = bench_training(a.root, steps)
+    if a.tiny:
+        sub = np.random.default_rng(0).choice(len(x), 2000, replace=False)
+        results["kmeans"] = bench_kmeans(x[sub], [10, 50])
+    else:
+        results["kmeans"] = bench_kmeans(x, [100, 1200, 10_000])
+    with tempfile.TemporaryDirectory() as cache_dir:
+        k = 50 if a.tiny else 10_000
+        xs = x[:2000] if a.tiny else x
+        results["warm_selection"] = bench_warm_selection(xs, labels[: len(xs)], k, cache_dir)
+    results["sweep"] = bench_overhead_and_parallel(
+        a.root, steps=5 if a.tiny else 1500, n_runs=2 if a.tiny else 8, k=20 if a.tiny else 1000
+    )
+    print(table(results))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
