@@ -115,7 +115,7 @@ def test_class_quotas_exact_and_largest_classes_get_the_remainder():
     assert class_quotas(tiny, 10) == {0: 2, 1: 8}
 
 
-@pytest.mark.parametrize("name", ["random", "nearest", "furthest", "cluster_random"])
+@pytest.mark.parametrize("name", ["random", "nearest", "furthest", "cluster_random", "typical", "kcenter"])
 def test_balance_gives_k_over_classes_per_class(blobs, name):
     x, labels = blobs
     chosen = select(name, x, labels, 30, 0, Options(balance=True))
@@ -131,3 +131,39 @@ def test_unknown_selector_and_bad_k(blobs):
         select("random", x, labels, 0, 0)
     with pytest.raises(ValueError, match="k=301"):
         select("random", x, labels, 301, 0)
+
+
+def test_typical_picks_the_densest_point_of_each_cluster():
+    rng = np.random.default_rng(1)
+    core = rng.normal(scale=0.1, size=(30, 2))
+    halo = rng.normal(scale=3.0, size=(70, 2))
+    x = np.concatenate([core, halo, core + 100, halo + 100]).astype(np.float32)
+    labels = np.zeros(len(x), dtype=int)
+    chosen = select("typical", x, labels, 2, 0, Options(neighbors=5))
+    for c, offset in enumerate((0, 100)):
+        members = np.arange(100) + 100 * c
+        d = np.linalg.norm(x[members, None] - x[None, members], axis=2)
+        score = 1 / np.sort(d, axis=1)[:, 1:6].mean(axis=1)
+        assert members[np.argmax(score)] in chosen
+        assert np.all(np.abs(x[chosen[c]] - offset) < 1)  # in the dense core
+
+
+def test_kcenter_covers_spread_out_points_first():
+    rng = np.random.default_rng(2)
+    corners = np.array([[50, 50], [-50, 50], [50, -50], [-50, -50], [0, 80]], dtype=np.float32)
+    x = np.concatenate([rng.normal(size=(200, 2)), corners]).astype(np.float32)
+    for seed in range(3):
+        chosen = select("kcenter", x, np.zeros(len(x)), 6, seed)
+        assert set(range(200, 205)) <= set(chosen)
+
+
+def test_kcenter_is_greedy_furthest_first():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    chosen = select("kcenter", x, np.zeros(100), 10, 0)
+    first = np.random.default_rng(0).integers(100)
+    order = [first]
+    for _ in range(9):
+        d = np.min(np.linalg.norm(x[:, None] - x[order][None], axis=2), axis=1)
+        order.append(int(np.argmax(d)))
+    assert np.array_equal(chosen, np.sort(order))

@@ -42,6 +42,11 @@ class DataConfig:
 class EmbeddingConfig:
     name: str = MISSING
     dims: int | None = None
+    # autoencoder training (ignored by pca and pixels)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    seed: int = 0
 
 
 @dataclass
@@ -49,6 +54,7 @@ class SelectorConfig:
     name: str = MISSING
     clusters: int | None = None
     balance: bool = False
+    neighbors: int = 20  # typical: neighbours of the typicality score
 
 
 @dataclass

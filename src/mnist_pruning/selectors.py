@@ -8,7 +8,7 @@ whether fits are cached, and the rule itself stays easy to test.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from mnist_pruning.cluster import KMeansFit, KMeansFn, kmeans
 class Options:
     clusters: int | None = None  # k-means clusters (cluster selectors); None means k
     balance: bool = False  # k/10 per class, clustering within each class
+    neighbors: int = 20  # typicality: mean distance to this many nearest neighbours
     kmeans: KMeansFn = kmeans
 
 
@@ -97,7 +98,7 @@ def _balanced(
             continue
         members = np.flatnonzero(labels == c)
         c_clusters = max(1, min(quota, round(clusters * quota / k)))
-        c_options = Options(clusters=c_clusters, balance=False, kmeans=options.kmeans)
+        c_options = replace(options, clusters=c_clusters, balance=False)
         c_seed = int(ss.generate_state(1)[0])
         parts.append(members[rule(x[members], labels[members], quota, c_seed, c_options)])
     return np.concatenate(parts)
@@ -178,6 +179,47 @@ def cluster_random(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options
     fit = _fit(x, k, seed, options)
     rng = np.random.default_rng(seed)
     return _take_per_cluster(fit, k, lambda m: rng.permutation(len(m)))
+
+
+def typicality(x: np.ndarray, neighbors: int) -> np.ndarray:
+    """1 / mean distance to the `neighbors` nearest other points (TypiClust's density score)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(x) == 1:
+        return np.ones(1)
+    n = min(neighbors, len(x) - 1)
+    dist, _ = NearestNeighbors(n_neighbors=n + 1).fit(x).kneighbors(x)
+    return 1.0 / (dist[:, 1:].mean(axis=1) + 1e-12)
+
+
+@register("typical", clustered=True)
+def typical(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
+    """TypiClust (Hacohen et al. 2022): the most typical images of each k-means cluster, where
+    typicality is measured against the cluster's own members."""
+    fit = _fit(x, k, seed, options)
+
+    def rank(members: np.ndarray) -> np.ndarray:
+        return np.argsort(-typicality(x[members], options.neighbors), kind="stable")
+
+    return _take_per_cluster(fit, k, rank)
+
+
+@register("kcenter")
+def kcenter(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
+    """Greedy k-center coreset (Sener & Savarese 2018): from a random first image, repeatedly add
+    the image furthest from everything chosen so far, so the kept set covers the embedding."""
+    x = np.asarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = np.random.default_rng(seed).integers(len(x))
+    d2 = np.full(len(x), np.inf, dtype=np.float32)
+    for j in range(k):
+        if j:
+            chosen[j] = int(np.argmax(d2))
+        c = chosen[j]
+        np.minimum(d2, sq - 2 * (x @ x[c]) + sq[c], out=d2)
+        d2[c] = -np.inf  # never again, even where rounding left a tiny positive distance
+    return chosen
 
 
 __all__ = ["CLUSTER_SELECTORS", "SELECTORS", "Options", "allocate", "class_quotas", "select"]

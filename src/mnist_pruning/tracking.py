@@ -79,7 +79,8 @@ def run_name(cfg: DictConfig) -> str:
     if sel.get("balance"):
         parts.append("bal")
     emb = cfg.embedding
-    parts.append(emb.name if emb.dims is None else f"{emb.name}{emb.dims}")
+    short = {"autoencoder": "ae"}.get(emb.name, emb.name)
+    parts.append(short if emb.dims is None else f"{short}{emb.dims}")
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)
 

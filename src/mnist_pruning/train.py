@@ -43,11 +43,11 @@ def get_cache(root: str, enabled: bool) -> Cache:
 
 def embedding_of(cfg: DictConfig, data: Mnist, cache: Cache) -> np.ndarray:
     """The embedding of all 60k training images (never the test images), cached."""
-    parts = {"data": data.fingerprint, "name": cfg.embedding.name, "dims": cfg.embedding.dims}
+    settings = OmegaConf.to_container(cfg.embedding, resolve=True)
     arrays = cache.get(
         "embedding",
-        parts,
-        lambda: {"x": embed(cfg.embedding.name, data.train_flat(), cfg.embedding.dims)},
+        {"data": data.fingerprint, **settings},
+        lambda: {"x": embed(data.train_flat(), **settings)},
     )
     return arrays["x"]
 
@@ -100,7 +100,8 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         labels = data.train_labels.numpy()
         options = Options(
             clusters=cfg.selector.get("clusters"),
-            balance=cfg.selector.get("balance", False),
+            balance=cfg.selector.balance,
+            neighbors=cfg.selector.neighbors,
             kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
         )
         picked = select(cfg.selector.name, x[pool], labels[pool], cfg.k, cfg.seed, options)
