@@ -11,3 +11,4 @@ def test_threads_share_the_cores_among_parallel_jobs(monkeypatch):
     assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": 2}})) == 4
     assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": -1}})) == 1
     assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": 16}})) == 1
+    assert threads_per_job(None, OmegaConf.create({"launcher": {"cpus_per_task": 2}})) == 2

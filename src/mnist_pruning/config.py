@@ -108,6 +108,7 @@ class Config:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
+    resume: bool = False  # skip a setting + seed that already has a FINISHED run
 
 
 @dataclass
@@ -139,6 +140,22 @@ DEVICES = ("auto", "cpu", "cuda")
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def check_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Unknown options of a config group (`selector=nearst`, also inside a sweep list) as one
+    line listing the valid names, before Hydra composes anything."""
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        group = conf_dir / key.lstrip("+~")
+        if not sep or "/" in key or not group.is_dir() or any(c in value for c in "()[]{}*$"):
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice.strip() not in options:
+                raise ConfigError(
+                    f"{key.lstrip('+~')}={choice.strip()!r} is not allowed: one of {', '.join(options)}"
+                )
 
 
 def validate(cfg: DictConfig) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -39,6 +41,7 @@ NON_SEMANTIC_KEYS = (
     "train.eval_batch_size",
     "resume",
 )
+HOST = socket.gethostname()
 
 
 class TrackingError(RuntimeError):
@@ -157,6 +160,7 @@ class StoreCallback(Callback):
             log.error("%s", e)
             raise SystemExit(2) from None
         log.info("MLflow experiment %s (id %s) at %s", m.experiment_name, exp_id, m.tracking_uri)
+        close_orphans(m.tracking_uri, exp_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         m = config.mlflow
@@ -189,6 +193,57 @@ def sweep_runs(tracking_uri: str, experiment_name: str, sweep: str) -> list[dict
     ]
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process of this project (a reused pid of another program is not)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return b"mnist_pruning" in cmdline or b"joblib" in cmdline or b"submitit" in cmdline
+
+
+def close_orphans(tracking_uri: str, experiment_id: str) -> int:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (killed mid-training), so
+    they are not left RUNNING forever. Runs of other hosts are left alone; the report ignores
+    every run that is not FINISHED and says how many it left out."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
+    closed = 0
+    for run in running:
+        tags = run.data.tags
+        if tags.get("host") != HOST or not tags.get("pid", "").isdigit():
+            continue
+        pid = int(tags["pid"])
+        if pid != os.getpid() and not _alive(pid):
+            client.set_tag(run.info.run_id, "error", f"process {pid} on {HOST} ended without closing the run")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed += 1
+    if closed:
+        log.warning("marked %d orphaned RUNNING runs KILLED (their process was gone)", closed)
+    return closed
+
+
+def finished_run(tracking_uri: str, experiment_id: str, cfg_hash: str) -> Any | None:
+    """The newest FINISHED run of this setting + seed, if any (for resume)."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id],
+        f"tags.config_hash = '{cfg_hash}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def one_line(error: BaseException) -> str:
     text = str(error).strip().replace("\n", " ")
     return f"{type(error).__name__}: {text}"[:500]
@@ -205,7 +260,14 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         params.update(selector=cfg.selector.name, embedding=cfg.embedding.name)
         mlflow.log_params({k: "None" if v is None else v for k, v in params.items()})
         mlflow.set_tags(
-            {**tags, "kind": "train", "config_hash": config_hash(cfg), "git_commit": git_commit()}
+            {
+                **tags,
+                "kind": "train",
+                "config_hash": config_hash(cfg),
+                "git_commit": git_commit(),
+                "host": HOST,
+                "pid": str(os.getpid()),
+            }
         )
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         yield run

@@ -6,8 +6,10 @@ python -m mnist_pruning.train -m selector=nearest,furthest,random k=600,1200 see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from functools import lru_cache, partial
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import CONF_DIR, ConfigError, register_configs, validate
+from mnist_pruning.config import CONF_DIR, ConfigError, check_choices, register_configs, validate
 from mnist_pruning.data import DataError, Mnist, load_mnist, split_pool
 from mnist_pruning.embed import embed
 from mnist_pruning.selectors import Options, select
@@ -66,11 +68,14 @@ def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int
 
 
 def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
-    """`threads` if set; else the cores shared out over the jobs a parallel launcher runs at once
-    (joblib's n_jobs, -1 meaning one job per core), so that jobs x threads <= cores."""
+    """`threads` if set; else the CPUs a submitit job was given, or the cores shared out over the
+    jobs joblib runs at once (n_jobs -1 meaning one per core), so that jobs x threads <= cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads:
         return threads
+    cpus = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
+    if cpus:
+        return min(cpus, cores)
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
     if n_jobs is None or n_jobs == 0:
         return cores
@@ -131,6 +136,16 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         return result.metrics["test_acc"]
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's or kill's) ends the run like Ctrl-C: recorded KILLED, not RUNNING."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, handler)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Single run: a bad input exits 2 with one line. In a sweep, a failing job is recorded as
@@ -142,11 +157,19 @@ def main(cfg: DictConfig) -> float | None:
         "job_num": str(hc.job.num) if multirun else "0",
         "output_dir": hc.runtime.output_dir,
     }
+    _stop_on_sigterm()
     try:
         if not multirun:  # a sweep records the error in a FAILED run instead
             validate(cfg)
         m = cfg.mlflow
         experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+        if not multirun:  # a sweep does this once, before its jobs start
+            tracking.close_orphans(m.tracking_uri, experiment_id)
+        if cfg.resume:
+            done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
+            if done is not None:
+                log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
+                return done.data.metrics.get("test_acc")
         return run(cfg, experiment_id, tags)
     except USER_ERRORS as e:
         log.error("%s", e)
@@ -164,4 +187,9 @@ if __name__ == "__main__":
     # for other processes (joblib, submitit) find it by name there
     from mnist_pruning.train import main as task
 
+    try:
+        check_choices(sys.argv[1:])
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
     task()
