@@ -1,15 +1,16 @@
 """k-means on an embedding: centroids, each point's cluster and its distance to that centroid.
 
-Lloyd's algorithm in torch with k-means++ seeding. Distances are one matrix product per chunk of
+Lloyd's algorithm in torch with greedy k-means++ seeding. Distances are one matrix product per chunk of
 points (||x||^2 - 2 x.c + ||c||^2), so an iteration at k = 10,000 on 60k x 50 runs at BLAS speed.
-scikit-learn's KMeans takes about two minutes there, most of it in its greedy k-means++ seeding
-(2 + log k candidates a step); plain k-means++ seeding, then Lloyd to convergence, reaches an
-inertia within a fraction of a percent of it (benchmarks/bench.py measures both).
+scikit-learn's KMeans takes minutes there, most of it in its greedy k-means++ seeding, one centre
+at a time; here seeding adds many centres per round and Lloyd steps between full passes compare
+each point with a few candidate centres only (benchmarks/bench.py measures both, with inertia).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class KMeansFit:
 KMeansFn = Callable[[np.ndarray, int, int], KMeansFit]
 
 CHUNK = 4096  # points per distance block: bounds memory at CHUNK x clusters floats
-SEED_ROUNDS = 100  # k-means++ seeding draws k / SEED_ROUNDS centres a round
+SEED_ROUNDS = 100  # k-means++ seeding adds k / SEED_ROUNDS centres a round
+SEED_SAMPLE = 32768  # points on which seeding compares candidates
+SEED_TRIALS = 0  # candidates per new centre; 0: 2 + log k, as scikit-learn
 CANDIDATES = 16  # centres a point is compared with between full passes, when k is large
 REFRESH = 10  # Lloyd steps between full passes over all centres
 
@@ -82,24 +85,44 @@ def _assign(
 
 
 def _seed(x: torch.Tensor, x_sq: torch.Tensor, n_clusters: int, gen: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding in rounds: each round draws k / SEED_ROUNDS new centres at once with
-    probability proportional to D(x)^2, then updates D(x)^2 with one matrix product. With one
-    centre a round (k <= SEED_ROUNDS) this is exactly k-means++."""
+    """Greedy k-means++ seeding (as scikit-learn's), in rounds.
+
+    Each round adds k / SEED_ROUNDS centres. For each, 2 + log k candidates are drawn with
+    probability proportional to D(x)^2 and the one that most lowers the potential is kept; the
+    drop is estimated on SEED_SAMPLE points (plus the candidate's own D^2, counted once). With one
+    centre a round and every point in the sample, this is exactly greedy k-means++.
+    """
     n = len(x)
+    trials = SEED_TRIALS or 2 + int(math.log(n_clusters))
     per_round = max(1, n_clusters // SEED_ROUNDS)
+    sample = torch.randperm(n, generator=gen)[: min(n, SEED_SAMPLE)]
+    x_s, x_sq_s = x[sample], x_sq[sample]
+    where_in_sample = torch.full((n,), -1, dtype=torch.int64)
+    where_in_sample[sample] = torch.arange(len(sample))
     picks = torch.randint(n, (1,), generator=gen)
     d2 = (x_sq - 2 * (x @ x[picks[0]]) + x_sq[picks[0]]).clamp_(min=0)
     while len(picks) < n_clusters:
         b = min(per_round, n_clusters - len(picks))
         cdf = torch.cumsum(d2, 0, dtype=torch.float64)
-        if int((d2 > 0).sum()) >= b:
-            # b draws proportional to D(x)^2; a point drawn twice counts once (rounds go on until k)
-            u = torch.rand(b, generator=gen, dtype=torch.float64) * cdf[-1]
-            new = torch.unique(torch.searchsorted(cdf, u, right=True).clamp_(max=n - 1))
-        else:  # fewer distinct points left than centres wanted: any unpicked points will do
+        d2_s = d2[sample]
+        if cdf[-1] <= 0:  # fewer distinct points than centres: any unpicked points will do
             free = torch.ones(n, dtype=torch.bool)
             free[picks] = False
             new = torch.nonzero(free).flatten()[:b]
+        else:
+            u = torch.rand(b * trials, generator=gen, dtype=torch.float64) * cdf[-1]
+            cand = torch.searchsorted(cdf, u, right=True).clamp_(max=n - 1)
+            c = x[cand]
+            # minus the drop of each sample point's D^2 were the candidate added: (dist - D^2) ∧ 0
+            loss = torch.addmm((c * c).sum(1), x_s, c.T, alpha=-2.0)
+            loss.add_((x_sq_s - d2_s).unsqueeze(1)).clamp_(max=0)
+            # a candidate's own D^2 counts once, not scaled up as if it stood for n / sample points
+            pos = where_in_sample[cand]
+            inside = pos >= 0
+            loss[pos[inside], torch.nonzero(inside).flatten()] = 0
+            score = d2[cand] - loss.sum(0) * (n / len(sample))
+            best = cand.view(b, trials)[torch.arange(b), score.view(b, trials).argmax(1)]
+            new = torch.unique(best)  # two slots may pick the same point: rounds go on until k
         picks = torch.cat([picks, new])
         c = x[new]
         block = torch.addmm((c * c).sum(1), x, c.T, alpha=-2.0).add_(x_sq.unsqueeze(1))
@@ -130,7 +153,7 @@ def kmeans(
     x_sq = (xt * xt).sum(1)
     gen = torch.Generator().manual_seed(seed)
     centres = _seed(xt, x_sq, n_clusters, gen)
-    threshold = tol * float(xt.var(0).mean()) * n_clusters
+    threshold = tol * float(xt.var(0).mean())
     # gathering candidates costs more than a full pass until k is well above their number
     m = CANDIDATES if n_clusters > 20 * CANDIDATES else n_clusters
     full = True
