@@ -95,6 +95,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
     with tracking.mlflow_run(cfg, experiment_id, tags):
         validate(cfg)
         torch.set_num_threads(threads_per_job(cfg.threads, HydraConfig.get()))
+        mlflow.set_tag("torch_threads", str(torch.get_num_threads()))
         device = resolve_device(cfg.device)
         data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify)
         cache = get_cache(cfg.cache.dir, cfg.cache.enabled)
