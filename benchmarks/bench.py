@@ -59,77 +59,96 @@ def recipe(steps: int, augment: bool) -> Recipe:
     )
 
 
-def project_loop(x: torch.Tensor, y: torch.Tensor, steps: int, augment: bool) -> float:
-    res = train(x, y, {}, recipe(steps, augment), seed=0, device=torch.device("cpu"))
-    return steps * 128 / res.train_seconds
+class ProjectLoop:
+    """The project's `training.train`, run a chunk of steps per call (its own timer)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: bool) -> None:
+        self.x, self.y, self.augment = x, y, augment
+
+    def run(self, steps: int) -> float:
+        res = train(self.x, self.y, {}, recipe(steps, self.augment), seed=0, device=torch.device("cpu"))
+        return res.train_seconds
 
 
-def plain_loop(x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+class PlainLoop:
     """The textbook loop over in-memory tensors: the reference the project's loop must match."""
-    torch.manual_seed(0)
-    model = LeNet5()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    perm = torch.randperm(len(x))
-    start = time.perf_counter()
-    for step in range(steps):
-        idx = perm[(step * 128) % (len(x) - 128) :][:128]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps * 128 / (time.perf_counter() - start)
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        torch.manual_seed(0)
+        self.x, self.y = x, y
+        self.model = LeNet5()
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True
+        )
+        self.perm = torch.randperm(len(x))
+        self.step = 0
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            idx = self.perm[(self.step * 128) % (len(self.x) - 128) :][:128]
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+        return time.perf_counter() - start
 
 
-def pil_loader_loop(root: str, steps: int) -> float:
+class PilLoaderLoop(PlainLoop):
     """The original harness: torchvision's MNIST as PIL images, per-image transforms, DataLoader."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
 
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-    loader = DataLoader(datasets.MNIST(root, train=True, transform=tf), batch_size=128, shuffle=True)
-    torch.manual_seed(0)
-    model = LeNet5()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    start = time.perf_counter()
-    for step, (xb, yb) in enumerate(loader):
-        if step == steps:
-            break
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps * 128 / (time.perf_counter() - start)
+    def __init__(self, root: str) -> None:
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        dataset = datasets.MNIST(root, train=True, transform=tf)
+        super().__init__(torch.empty(0), torch.empty(0))
+        self.loader = DataLoader(dataset, batch_size=128, shuffle=True, drop_last=True)
+        self.batches = iter(self.loader)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            try:
+                xb, yb = next(self.batches)
+            except StopIteration:
+                self.batches = iter(self.loader)
+                xb, yb = next(self.batches)
+            loss = F.cross_entropy(self.model(xb), yb)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - start
 
 
-def bench_training(root: str, steps: int, rounds: int) -> dict:
-    """Each round times the four loops back to back; ratios are taken within a round and their
-    median reported, so that a slow patch of the machine does not bias one loop."""
+def bench_training(root: str, steps: int, chunk: int) -> dict:
+    """The loops take turns, `chunk` steps each, until each has done `steps`: the machine's
+    slow and fast spells then fall on all of them alike, and the ratios compare like with like."""
     data = load_mnist(root)
     x, y = normalize(data.train_images, MEAN, STD), data.train_labels
-    project_loop(x, y, 5, False)  # warm-up
-    plain_loop(x, y, 5)
-    per_round = []
-    for _ in range(rounds):
-        per_round.append(
-            {
-                "images_per_s_project": project_loop(x, y, steps, False),
-                "images_per_s_plain": plain_loop(x, y, steps),
-                "images_per_s_pil_dataloader": pil_loader_loop(root, steps),
-                "images_per_s_project_augment": project_loop(x, y, steps, True),
-            }
-        )
-    out = {k: float(np.median([r[k] for r in per_round])) for k in per_round[0]}
-    out["project_vs_plain"] = float(
-        np.median([r["images_per_s_project"] / r["images_per_s_plain"] for r in per_round])
-    )
-    out["project_vs_pil"] = float(
-        np.median([r["images_per_s_project"] / r["images_per_s_pil_dataloader"] for r in per_round])
-    )
-    out["augment_share_of_step"] = float(
-        np.median([1 - r["images_per_s_project_augment"] / r["images_per_s_project"] for r in per_round])
-    )
-    out["rounds"] = per_round
-    return out
+    loops = {
+        "project": ProjectLoop(x, y, augment=False),
+        "plain": PlainLoop(x, y),
+        "pil_dataloader": PilLoaderLoop(root),
+        "project_augment": ProjectLoop(x, y, augment=True),
+    }
+    for loop in loops.values():
+        loop.run(5)  # warm-up
+    seconds = dict.fromkeys(loops, 0.0)
+    for _ in range(max(1, steps // chunk)):
+        for name, loop in loops.items():
+            seconds[name] += loop.run(chunk)
+    done = max(1, steps // chunk) * chunk
+    rate = {name: done * 128 / s for name, s in seconds.items()}
+    return {
+        **{f"images_per_s_{name}": r for name, r in rate.items()},
+        "project_vs_plain": rate["project"] / rate["plain"],
+        "project_vs_pil": rate["project"] / rate["pil_dataloader"],
+        "augment_share_of_step": 1 - rate["project_augment"] / rate["project"],
+        "steps_each": done,
+    }
 
 
 def bench_kmeans(x: np.ndarray, ks: list[int]) -> list[dict]:
@@ -266,12 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--root", default=os.environ.get("MNIST_DATA_DIR", "data"))
     a = parser.parse_args(argv)
 
-    steps = 20 if a.tiny else 300
+    steps = 20 if a.tiny else 1000
     data = load_mnist(a.root)
     x = pca(data.train_flat(), 50)
     labels = data.train_labels.numpy()
     results: dict = {"tiny": a.tiny, "threads": torch.get_num_threads()}
-    results["training"] = bench_training(a.root, steps, rounds=1 if a.tiny else 5)
+    results["training"] = bench_training(a.root, steps, chunk=10 if a.tiny else 50)
     if a.tiny:
         sub = np.random.default_rng(0).choice(len(x), 2000, replace=False)
         results["kmeans"] = bench_kmeans(x[sub], [10, 50])

@@ -31,6 +31,7 @@ class KMeansFit:
 
 KMeansFn = Callable[[np.ndarray, int, int], KMeansFit]
 
+VERSION = "lloyd-candidates+greedy-rounds/1"  # in cache keys: a changed algorithm is a new entry
 CHUNK = 4096  # points per distance block: bounds memory at CHUNK x clusters floats
 SEED_ROUNDS = 100  # k-means++ seeding adds k / SEED_ROUNDS centres a round
 SEED_SAMPLE = 32768  # points on which seeding compares candidates

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
+from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import CONF_DIR, ConfigError, check_choices, register_configs, validate
 from mnist_pruning.data import DataError, Mnist, load_mnist, split_pool
@@ -57,6 +58,7 @@ def embedding_of(cfg: DictConfig, data: Mnist, cache: Cache) -> np.ndarray:
 def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int, seed: int) -> KMeansFit:
     """k-means keyed by the points themselves: nearest, furthest and cluster_random share fits."""
     parts = {"x": array_digest(x), "clusters": n, "seed": seed, "max_iter": max_iter, "tol": tol}
+    parts["algorithm"] = KMEANS_VERSION
 
     def fit() -> Arrays:
         f = kmeans(x, n, seed, max_iter=max_iter, tol=tol)

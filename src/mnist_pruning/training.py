@@ -129,6 +129,7 @@ def train(
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
         nesterov=recipe.momentum > 0,
+        fused=True,  # one kernel for the whole update: a few percent of a LeNet-5 step on CPU
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(recipe.steps, recipe.warmup_steps))
     x, y = x.to(device), y.to(device)
