@@ -19,7 +19,7 @@ FAST = ["train.steps=20", "train.warmup_steps=5"]
 
 
 def one_error_line(res) -> str:
-    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "rror" in ln]
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "error" in ln.lower()]
     assert len(lines) == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     return lines[0]

@@ -91,6 +91,10 @@ def save_curves(
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle=":", linewidth=1, label=f"full data {reference:.4f}")
     ax.set_xscale("log")
+    ks = sorted(summary["k"].unique())
+    if len(ks) <= 12:  # label the sizes that were run, not just the decades
+        ax.set_xticks(ks, [f"{k:,}" for k in ks])
+        ax.minorticks_off()
     ax.set_xlabel("k (training images kept)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)

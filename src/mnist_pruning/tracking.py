@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -157,7 +158,7 @@ class StoreCallback(Callback):
         try:
             exp_id = ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
         except TrackingError as e:
-            log.error("%s", e)
+            print(f"Error: {e}", file=sys.stderr)  # one line, before any job starts
             raise SystemExit(2) from None
         log.info("MLflow experiment %s (id %s) at %s", m.experiment_name, exp_id, m.tracking_uri)
         close_orphans(m.tracking_uri, exp_id)
