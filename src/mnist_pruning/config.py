@@ -7,6 +7,8 @@ ranges and names, so that bad input is a one-line error before any expensive wor
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,13 +144,50 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
+def _schema_type(key: str) -> type | None:
+    """The declared type of a dotted key of the schema (None: not a plain typed field)."""
+    node: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    args = [a for a in typing.get_args(node) if a is not type(None)]
+    node = args[0] if len(args) == 1 else node
+    return node if node in (int, float, bool) else None
+
+
+def _parses_as(value: str, kind: type) -> bool:
+    if value in ("null", "None") or value.startswith("$"):
+        return True
+    if kind is bool:
+        return value.lower() in ("true", "false")
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return kind is not int or float(value).is_integer()
+
+
 def check_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Unknown options of a config group (`selector=nearst`, also inside a sweep list) as one
-    line listing the valid names, before Hydra composes anything."""
+    """Unknown options of a config group (`selector=nearst`, also inside a sweep list) and values
+    of the wrong type (`k=abc`), as one line naming the key and what is allowed, before Hydra
+    composes anything."""
+    names = {int: "an integer", float: "a number", bool: "true or false"}
     for arg in overrides:
         key, sep, value = arg.partition("=")
-        group = conf_dir / key.lstrip("+~")
-        if not sep or "/" in key or not group.is_dir() or any(c in value for c in "()[]{}*$"):
+        key = key.lstrip("+~")
+        if not sep or any(c in value for c in "()[]{}*"):
+            continue
+        kind = _schema_type(key)
+        if kind is not None:
+            for item in value.split(","):
+                if not _parses_as(item.strip(), kind):
+                    raise ConfigError(f"{key}={item.strip()!r} is not allowed: {names[kind]}")
+        group = conf_dir / key
+        if "/" in key or not group.is_dir():
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in value.split(","):
