@@ -4,6 +4,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -84,39 +85,47 @@ def test_resume_runs_only_what_is_missing(tmp_path, run_env):
     assert "already FINISHED" in res.stdout + res.stderr
 
 
-def wait_for(predicate, timeout: float = 300, every: float = 0.5) -> None:
+def wait_for(predicate, cwd: Path, timeout: float = 300, every: float = 0.5) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
             return
         time.sleep(every)
-    raise AssertionError("timed out")
+    log = cwd / "train.log"
+    raise AssertionError(
+        f"timed out; statuses {statuses(cwd)}; log: {log.read_text()[-3000:] if log.exists() else ''}"
+    )
 
 
 def statuses(tmp_path) -> list[str]:
-    if not (tmp_path / "mlflow.db").exists():
+    """Run statuses read straight from the SQLite file, read-only: opening it through MLflow
+    while the sweep creates it would race the sweep's schema creation."""
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
         return []
     try:
-        return list(search_runs(tmp_path)["status"])
-    except Exception:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return [row[0] for row in con.execute("SELECT status FROM runs ORDER BY start_time")]
+    except sqlite3.Error:
         return []
 
 
 def start_train(args, cwd, env) -> subprocess.Popen:
+    log = open(cwd / "train.log", "w")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_pruning.train", *args],
         cwd=cwd,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
 def test_sweep_killed_halfway_then_resumed_ends_with_one_finished_run_each(tmp_path, run_env):
-    args = ["-m", "selector=random", "k=30", "train.steps=300", "seed=0,1,2,3"]
+    args = ["-m", "selector=random", "k=30", "train.steps=600", "seed=0,1,2,3"]
     proc = start_train(args, tmp_path, run_env)
-    wait_for(lambda: statuses(tmp_path).count("FINISHED") >= 2 and "RUNNING" in statuses(tmp_path))
+    wait_for(lambda: (s := statuses(tmp_path)).count("FINISHED") >= 1 and "RUNNING" in s, tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert "RUNNING" in statuses(tmp_path)  # the job killed mid-training
@@ -132,7 +141,7 @@ def test_sweep_killed_halfway_then_resumed_ends_with_one_finished_run_each(tmp_p
 
 def test_sigterm_marks_the_run_killed(tmp_path, run_env):
     proc = start_train(["selector=random", "k=30", "train.steps=100000"], tmp_path, run_env)
-    wait_for(lambda: statuses(tmp_path) == ["RUNNING"])
+    wait_for(lambda: statuses(tmp_path) == ["RUNNING"], tmp_path)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
