@@ -31,13 +31,14 @@ class KMeansFit:
 
 KMeansFn = Callable[[np.ndarray, int, int], KMeansFit]
 
-VERSION = "lloyd-candidates+greedy-rounds/1"  # in cache keys: a changed algorithm is a new entry
 CHUNK = 4096  # points per distance block: bounds memory at CHUNK x clusters floats
 SEED_ROUNDS = 100  # k-means++ seeding adds k / SEED_ROUNDS centres a round
 SEED_SAMPLE = 32768  # points on which seeding compares candidates
 SEED_TRIALS = 0  # candidates per new centre; 0: 2 + log k, as scikit-learn
 CANDIDATES = 16  # centres a point is compared with between full passes, when k is large
 REFRESH = 10  # Lloyd steps between full passes over all centres
+# in cache keys: a changed algorithm or setting is a new entry, never a stale fit
+VERSION = f"lloyd-candidates+greedy-rounds/1:{SEED_ROUNDS}:{SEED_SAMPLE}:{SEED_TRIALS}:{CANDIDATES}:{REFRESH}"
 
 
 def _nearest(

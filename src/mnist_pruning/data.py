@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 N_TRAIN = 60_000
-N_TEST = 10_000
 N_PIXELS = 28 * 28
-N_CLASSES = 10
 
 # MD5 sums of the uncompressed files as published with the dataset (torchvision's raw names).
 MNIST_MD5: dict[str, str] = {
