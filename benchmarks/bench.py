@@ -1,6 +1,6 @@
 """Measure what makes a sweep fast, as ratios within one run of this script.
 
-    python benchmarks/bench.py                 # the full measurement (about 15 minutes on 2 cores)
+    python benchmarks/bench.py                 # the full measurement (about 13 minutes on 2 cores)
     python benchmarks/bench.py --tiny          # seconds: checks that the script still works
 
 Prints a table and writes JSON (--out, default benchmarks/results.json):

@@ -34,11 +34,10 @@ KMeansFn = Callable[[np.ndarray, int, int], KMeansFit]
 CHUNK = 4096  # points per distance block: bounds memory at CHUNK x clusters floats
 SEED_ROUNDS = 100  # k-means++ seeding adds k / SEED_ROUNDS centres a round
 SEED_SAMPLE = 32768  # points on which seeding compares candidates
-SEED_TRIALS = 0  # candidates per new centre; 0: 2 + log k, as scikit-learn
 CANDIDATES = 16  # centres a point is compared with between full passes, when k is large
 REFRESH = 10  # Lloyd steps between full passes over all centres
 # in cache keys: a changed algorithm or setting is a new entry, never a stale fit
-VERSION = f"lloyd-candidates+greedy-rounds/1:{SEED_ROUNDS}:{SEED_SAMPLE}:{SEED_TRIALS}:{CANDIDATES}:{REFRESH}"
+VERSION = f"lloyd-candidates+greedy-rounds/1:{SEED_ROUNDS}:{SEED_SAMPLE}:{CANDIDATES}:{REFRESH}"
 
 
 def _nearest(
@@ -53,17 +52,14 @@ def _nearest(
     return labels, d2
 
 
-def _closest(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor, m: int) -> torch.Tensor:
-    """The m nearest centres of every point (n, m), nearest first: one full pass, in blocks."""
+def _closest(x: torch.Tensor, c: torch.Tensor, m: int) -> torch.Tensor:
+    """The m nearest centres of every point (n, m): one full pass, in blocks (||x||^2, the same
+    for a whole row, does not change the ranking)."""
     c_sq = (c * c).sum(1)
     out = torch.empty(len(x), m, dtype=torch.int64)
     for i in range(0, len(x), CHUNK):
         block = torch.addmm(c_sq, x[i : i + CHUNK], c.T, alpha=-2.0)
-        out[i : i + CHUNK] = (
-            block.topk(m, dim=1, largest=False, sorted=True).indices
-            if m > 1
-            else block.argmin(1, keepdim=True)
-        )
+        out[i : i + CHUNK] = block.topk(m, dim=1, largest=False, sorted=False).indices
     return out
 
 
@@ -95,7 +91,7 @@ def _seed(x: torch.Tensor, x_sq: torch.Tensor, n_clusters: int, gen: torch.Gener
     centre a round and every point in the sample, this is exactly greedy k-means++.
     """
     n = len(x)
-    trials = SEED_TRIALS or 2 + int(math.log(n_clusters))
+    trials = 2 + int(math.log(n_clusters))  # candidates per new centre, as scikit-learn
     per_round = max(1, n_clusters // SEED_ROUNDS)
     sample = torch.randperm(n, generator=gen)[: min(n, SEED_SAMPLE)]
     x_s, x_sq_s = x[sample], x_sq[sample]
@@ -163,7 +159,7 @@ def kmeans(
         if m == n_clusters:
             cand, full_pass = None, True
         elif full or it % REFRESH == 1:
-            cand, full_pass = _closest(xt, centres, x_sq, m), True
+            cand, full_pass = _closest(xt, centres, m), True
         else:
             full_pass = False
         labels, d2 = _assign(xt, centres, x_sq, cand)
