@@ -19,7 +19,9 @@ from mnist_pruning.figures import montage_grid, save_montage
 EXP = "report-test"
 
 
-def add_run(client, exp_id, selector, k, seed, acc, status="FINISHED", clusters=None, indices=None):
+def add_run(
+    client, exp_id, selector, k, seed, acc, status="FINISHED", clusters=None, indices=None, metric="test_acc"
+):
     params = {
         "selector": selector,
         "selector.name": selector,
@@ -38,9 +40,9 @@ def add_run(client, exp_id, selector, k, seed, acc, status="FINISHED", clusters=
     rid = run.info.run_id
     for key, value in params.items():
         client.log_param(rid, key, value)
-    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}")
+    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}")
     for key, value in {
-        "test_acc": acc,
+        metric: acc,
         "train_size": k,
         "select_seconds": 0.5,
         "train_seconds": 10.0,
@@ -105,6 +107,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
                 "artifact_root": str(tmp_path / "mlruns"),
             },
             "data": {"root": str(mnist_root), "verify": True},
+            "metric": "test_acc",
             "target_acc": 0.95,
             "out_dir": str(out),
             "montage_k": None,
@@ -175,3 +178,19 @@ def test_interpolation_is_on_log_k():
     answer = report.smallest_k(summary, 0.75)
     assert answer.iloc[0]["interpolated_k"] == pytest.approx(100.0)
     assert math.isclose(answer.iloc[0]["smallest_k"], 1000)
+
+
+def test_tuning_runs_and_test_runs_never_mix(store):
+    uri, _ = store
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(EXP).experiment_id
+    for seed, acc in enumerate([0.70, 0.75, 0.90]):
+        add_run(client, exp_id, "random", 100, seed, acc, metric="val_acc")
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    assert len(runs.finished) == 16
+    val = report.summarize(report.with_metric(runs, "val_acc").finished, metric="val_acc")
+    assert len(val) == 1 and val.iloc[0]["seeds"] == 3 and val.iloc[0]["median_acc"] == pytest.approx(0.75)
+    test = report.summarize(report.with_metric(runs, "test_acc").finished).set_index(["selector", "k"])
+    assert test.loc[("random", 100), "median_acc"] == pytest.approx(0.84)  # the val runs left out
+    with pytest.raises(report.ReportError, match="no FINISHED run logged 'loss'"):
+        report.with_metric(runs, "loss")

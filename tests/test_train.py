@@ -35,6 +35,15 @@ def test_single_run_lands_in_mlflow_with_params_metrics_artifacts(tmp_path, run_
     assert (tmp_path / "mlruns").is_dir()  # artifacts under mlruns/ beside the store
 
 
+def test_tuning_run_is_scored_on_validation_and_never_sees_the_test_set(tmp_path, run_env):
+    res = run_train(["selector=random", "k=50", "data.validation_size=5000", *FAST], tmp_path, run_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = search_runs(tmp_path).iloc[0]
+    assert 0.0 <= r["metrics.val_acc"] <= 1.0
+    assert "metrics.test_acc" not in r or np.isnan(r["metrics.test_acc"])
+    assert "val_acc" in res.stdout + res.stderr and "test_acc" not in res.stdout + res.stderr
+
+
 def test_two_job_multirun_records_two_runs(tmp_path, run_env):
     res = run_train(["-m", "selector=random,nearest", "k=50", *FAST], tmp_path, run_env)
     assert res.returncode == 0, res.stderr[-3000:]

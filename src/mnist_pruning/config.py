@@ -118,6 +118,7 @@ class ReportConfig:
     defaults: list[Any] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    metric: str = "test_acc"  # test_acc, or val_acc for tuning runs (a validation split)
     target_acc: float = 0.95
     out_dir: str = "reports"
     montage_k: int | None = None  # k of the selected_examples.png rows; None: the smallest k run

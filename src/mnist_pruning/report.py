@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 register_configs()
 
 REPORT_TAG = "report"
+METRICS = ("test_acc", "val_acc")  # final accuracies: test, or validation for tuning runs
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k")
 MAIN_PARAMS = {
@@ -144,15 +145,15 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summarize(runs: pd.DataFrame, min_seeds: int = 5) -> pd.DataFrame:
-    """One row per setting: accuracy quantiles over seeds, seed count, median timings."""
+def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per setting: quantiles of `metric` over seeds, seed count, median timings."""
     if runs.empty:
         raise ReportError("no FINISHED runs to summarize")
     described = annotate(runs)
     rows = []
     for _, idx in described.groupby("setting").groups.items():
         part = runs.loc[idx]
-        acc = part["metrics.test_acc"].astype(float)
+        acc = part[f"metrics.{metric}"].astype(float)
         first = described.loc[idx[0]]
         q1, q3 = acc.quantile(0.25), acc.quantile(0.75)
         rows.append(
@@ -207,9 +208,11 @@ def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["curve", "k_values", "smallest_k", "interpolated_k"])
 
 
-def markdown(summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int) -> str:
+def markdown(
+    summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int, metric: str
+) -> str:
     lines = [
-        "| selector | embedding | clusters | balanced | k | seeds | median acc | IQR | min | max "
+        f"| selector | embedding | clusters | balanced | k | seeds | median {metric} | IQR | min | max "
         "| select s | train s |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -221,7 +224,7 @@ def markdown(summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: R
             f"| {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
             f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
         )
-    lines += ["", f"Smallest k whose median test accuracy reaches {target:g}:", ""]
+    lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]
     lines += ["| curve | k run | smallest k | interpolated k |", "| --- | --- | ---: | ---: |"]
     for _, r in answer.iterrows():
         k = "not reached" if pd.isna(r["smallest_k"]) else str(int(r["smallest_k"]))
@@ -235,6 +238,18 @@ def markdown(summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: R
     if runs.duplicates:
         notes.append(f"{runs.duplicates} older duplicate runs left out")
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def with_metric(runs: Runs, metric: str) -> Runs:
+    """Only the runs that logged `metric`: tuning runs have val_acc and no test_acc, and the
+    other way round, so the two never mix in one table."""
+    col = f"metrics.{metric}"
+    if col not in runs.finished or runs.finished[col].isna().all():
+        raise ReportError(f"no FINISHED run logged {metric!r} (metric: {', '.join(METRICS)})")
+    has = runs.finished[col].notna()
+    if not has.all():
+        log.info("%d runs without %s left out (tuning or test runs of another kind)", (~has).sum(), metric)
+    return Runs(runs.finished[has], runs.left_out, runs.duplicates)
 
 
 def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, np.ndarray]]:
@@ -260,6 +275,8 @@ def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, n
 
 
 def write_report(cfg: DictConfig) -> Path:
+    if cfg.metric not in METRICS:
+        raise ReportError(f"metric={cfg.metric!r}: must be one of {', '.join(METRICS)}")
     m = cfg.mlflow
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,11 +285,12 @@ def write_report(cfg: DictConfig) -> Path:
         log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
     if runs.finished.empty:
         raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
-    summary = summarize(runs.finished, cfg.min_seeds)
+    runs = with_metric(runs, cfg.metric)
+    summary = summarize(runs.finished, cfg.min_seeds, cfg.metric)
     answer = smallest_k(summary, cfg.target_acc)
     summary.to_csv(out / "summary.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
-    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds)
+    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric)
     (out / "summary.md").write_text(md)
     print(md)
 
@@ -283,7 +301,7 @@ def write_report(cfg: DictConfig) -> Path:
         out / "accuracy_vs_size.png",
         curves,
         "median_acc",
-        "median test accuracy",
+        f"median {cfg.metric}",
         band=("min_acc", "max_acc"),
         target=cfg.target_acc,
         reference=reference,

@@ -122,9 +122,10 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
 
         mean, std = cfg.data.mean, cfg.data.std
-        evals = {"test": (normalize(data.test_images, mean, std), data.test_labels)}
-        if len(val):
-            evals["val"] = (normalize(data.train_images[val], mean, std), data.train_labels[val])
+        if len(val):  # a tuning run: it never sees the test set, so it cannot be tuned on it
+            evals = {"val": (normalize(data.train_images[val], mean, std), data.train_labels[val])}
+        else:
+            evals = {"test": (normalize(data.test_images, mean, std), data.test_labels)}
         result = train(
             normalize(data.train_images[indices], mean, std),
             data.train_labels[indices],
@@ -135,8 +136,9 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
         )
         mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
-        log.info("%s: test_acc %.4f", tracking.run_name(cfg), result.metrics["test_acc"])
-        return result.metrics["test_acc"]
+        (name, acc), *_ = result.metrics.items()
+        log.info("%s: %s %.4f", tracking.run_name(cfg), name, acc)
+        return acc
 
 
 def _stop_on_sigterm() -> None:
@@ -172,7 +174,7 @@ def main(cfg: DictConfig) -> float | None:
             done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
             if done is not None:
                 log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
-                return done.data.metrics.get("test_acc")
+                return done.data.metrics.get("test_acc", done.data.metrics.get("val_acc"))
         return run(cfg, experiment_id, tags)
     except USER_ERRORS as e:
         log.error("%s", e)
