@@ -112,6 +112,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
             "out_dir": str(out),
             "montage_k": None,
             "min_seeds": 5,
+            "results_file": None,
         }
     )
     report.write_report(cfg)
@@ -194,3 +195,18 @@ def test_tuning_runs_and_test_runs_never_mix(store):
     assert test.loc[("random", 100), "median_acc"] == pytest.approx(0.84)  # the val runs left out
     with pytest.raises(report.ReportError, match="no FINISHED run logged 'loss'"):
         report.with_metric(runs, "loss")
+
+
+def test_results_block_is_replaced_and_nothing_else(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(
+        "intro\n<!-- report:a -->\nold a\n<!-- /report:a -->\n"
+        "mid\n<!-- report:b -->\nold b\n<!-- /report:b -->\n"
+    )
+    report.fill_block(doc, "a", "| new | table |\n")
+    assert doc.read_text() == (
+        "intro\n<!-- report:a -->\n| new | table |\n<!-- /report:a -->\nmid\n"
+        "<!-- report:b -->\nold b\n<!-- /report:b -->\n"
+    )
+    with pytest.raises(report.ReportError, match="report:c"):
+        report.fill_block(doc, "c", "x")

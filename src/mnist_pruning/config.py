@@ -123,6 +123,7 @@ class ReportConfig:
     out_dir: str = "reports"
     montage_k: int | None = None  # k of the selected_examples.png rows; None: the smallest k run
     min_seeds: int = 5  # groups with fewer seeds are flagged
+    results_file: str | None = None  # a markdown file whose report:<out_dir name> block gets the tables
 
 
 def register_configs() -> None:

@@ -277,6 +277,8 @@ def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, n
 def write_report(cfg: DictConfig) -> Path:
     if cfg.metric not in METRICS:
         raise ReportError(f"metric={cfg.metric!r}: must be one of {', '.join(METRICS)}")
+    if cfg.results_file:  # check the markers before any work
+        block_of(Path(cfg.results_file), Path(cfg.out_dir).name)
     m = cfg.mlflow
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,6 +295,9 @@ def write_report(cfg: DictConfig) -> Path:
     md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric)
     (out / "summary.md").write_text(md)
     print(md)
+    if cfg.results_file:
+        fill_block(Path(cfg.results_file), out.name, md)
+        log.info("tables written into %s (block report:%s)", cfg.results_file, out.name)
 
     curves = summary[summary["selector"] != "full"]
     full = summary[summary["selector"] == "full"]
@@ -319,6 +324,24 @@ def write_report(cfg: DictConfig) -> Path:
         log.warning("selected_examples.png skipped: %s", tracking.one_line(e))
     log_report(cfg, out)
     return out
+
+
+def block_of(path: Path, name: str) -> tuple[str, str, str]:
+    """The document, and the markers of the block `name` the report writes into."""
+    begin, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+    doc = path.read_text() if path.exists() else ""
+    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+        raise ReportError(f"results_file={path}: needs one line {begin!r} and one later line {end!r}")
+    return doc, begin, end
+
+
+def fill_block(path: Path, name: str, text: str) -> None:
+    """Write `text` between the `<!-- report:name -->` and `<!-- /report:name -->` lines of a
+    markdown file, leaving the rest alone: RESULTS.md quotes the report, never a hand copy."""
+    doc, begin, end = block_of(path, name)
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
 
 
 def log_report(cfg: DictConfig, out: Path) -> None:
