@@ -70,6 +70,21 @@ class ProjectLoop:
         return res.train_seconds
 
 
+class OneThread:
+    """A loop run on one thread: what each of the jobs of a 2-job sweep on 2 cores gets."""
+
+    def __init__(self, loop: ProjectLoop) -> None:
+        self.loop = loop
+
+    def run(self, steps: int) -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.loop.run(steps)
+        finally:
+            torch.set_num_threads(threads)
+
+
 class PlainLoop:
     """The textbook loop over in-memory tensors: the reference the project's loop must match."""
 
@@ -133,6 +148,7 @@ def bench_training(root: str, steps: int, chunk: int) -> dict:
         "plain": PlainLoop(x, y),
         "pil_dataloader": PilLoaderLoop(root),
         "project_augment": ProjectLoop(x, y, augment=True),
+        "project_1_thread": OneThread(ProjectLoop(x, y, augment=False)),
     }
     for loop in loops.values():
         loop.run(5)  # warm-up
@@ -147,6 +163,10 @@ def bench_training(root: str, steps: int, chunk: int) -> dict:
         "project_vs_plain": rate["project"] / rate["plain"],
         "project_vs_pil": rate["project"] / rate["pil_dataloader"],
         "augment_share_of_step": 1 - rate["project_augment"] / rate["project"],
+        # a job on all cores vs on one: parallel jobs of one thread each can beat a sequential
+        # sweep by at most cores / this (if nothing else is shared)
+        "all_threads_vs_1_thread": rate["project"] / rate["project_1_thread"],
+        "parallel_speedup_bound": torch.get_num_threads() * rate["project_1_thread"] / rate["project"],
         "steps_each": done,
     }
 
@@ -256,6 +276,10 @@ def table(results: dict) -> str:
         f"| project vs plain loop | {t['project_vs_plain']:.2f}x |",
         f"| project vs PIL DataLoader | {t['project_vs_pil']:.2f}x |",
         f"| augmentation share of a step | {100 * t['augment_share_of_step']:.0f}% |",
+        f"| training images/s, project loop on 1 thread | {t['images_per_s_project_1_thread']:,.0f} |",
+        f"| one job on {results['threads']} threads vs 1 thread | {t['all_threads_vs_1_thread']:.2f}x |",
+        f"| bound on the {results['threads']}-job speed-up ({results['threads']} x 1-thread rate / "
+        f"{results['threads']}-thread rate) | {t['parallel_speedup_bound']:.2f}x |",
     ]
     for r in results["kmeans"]:
         lines.append(

@@ -3,6 +3,9 @@
 import importlib.util
 import json
 
+import pytest
+import torch
+
 from conftest import REPO
 
 
@@ -15,8 +18,10 @@ def test_bench_tiny_runs_and_writes_every_measure(tmp_path, mnist_root, monkeypa
     bench.main(["--tiny", "--root", str(mnist_root), "--out", str(out)])
     results = json.loads(out.read_text())
     t = results["training"]
-    for key in ("images_per_s_project", "images_per_s_plain", "images_per_s_pil_dataloader"):
-        assert t[key] > 0
+    for key in ("plain", "pil_dataloader", "project", "project_augment", "project_1_thread"):
+        assert t[f"images_per_s_{key}"] > 0
+    assert results["threads"] == torch.get_num_threads()  # the 1-thread loop gave the threads back
+    assert t["parallel_speedup_bound"] == pytest.approx(results["threads"] / t["all_threads_vs_1_thread"])
     assert [r["k"] for r in results["kmeans"]] == [10, 50]
     assert all(0.9 < r["inertia_vs_sklearn"] < 1.1 for r in results["kmeans"])
     assert set(results["warm_selection"]["warm_select_seconds"]) == {"nearest", "furthest", "cluster_random"}
