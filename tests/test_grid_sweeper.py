@@ -51,10 +51,10 @@ def test_frontier_covers_every_selector_at_every_k():
     grids = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/frontier.yaml").hydra.sweeper.grids)
     jobs = as_dicts(GridSweeper(grids=grids).jobs([]))
     assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs)
-    assert sum(j["selector"] == "full" for j in jobs) == 5
+    assert sum(j["selector"] == "full" for j in jobs) == 10
     ks = {"20", "50", "100", "200", "500", "1000"}
     for name in ("random", "typical", "kcenter", "nearest", "furthest", "cluster_random"):
         cells = [j for j in jobs if j["selector"] == name and j.get("selector.balance") == "True"]
         assert {j["k"] for j in cells} == ks
         assert all(sum(j["k"] == k for j in cells) % 5 == 0 for k in ks)  # whole sets of 5 seeds
-    assert len(jobs) == 305
+    assert len(jobs) == 310
