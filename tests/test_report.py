@@ -20,7 +20,17 @@ EXP = "report-test"
 
 
 def add_run(
-    client, exp_id, selector, k, seed, acc, status="FINISHED", clusters=None, indices=None, metric="test_acc"
+    client,
+    exp_id,
+    selector,
+    k,
+    seed,
+    acc,
+    status="FINISHED",
+    clusters=None,
+    indices=None,
+    metric="test_acc",
+    steps="50",
 ):
     params = {
         "selector": selector,
@@ -33,14 +43,14 @@ def add_run(
         "embedding.name": "pca",
         "embedding.dims": "50",
         "pca_dims": "50",
-        "train.steps": "50",
+        "train.steps": steps,
         "mlflow.tracking_uri": "ignored",
     }
     run = client.create_run(exp_id, run_name=f"{selector}-k{k}-s{seed}", tags={"kind": "train"})
     rid = run.info.run_id
     for key, value in params.items():
         client.log_param(rid, key, value)
-    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}")
+    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}")
     for key, value in {
         metric: acc,
         "train_size": k,
@@ -210,3 +220,17 @@ def test_results_block_is_replaced_and_nothing_else(tmp_path):
     )
     with pytest.raises(report.ReportError, match="report:c"):
         report.fill_block(doc, "c", "x")
+
+
+def test_a_setting_tried_on_one_curve_only_names_just_that_curve(store):
+    uri, _ = store
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(EXP).experiment_id
+    for seed in range(5):
+        add_run(client, exp_id, "full", 60000, seed, 0.99, steps="300")
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished)
+    assert set(s["curve"]) == {"random pca50", "nearest pca50", "full pca50 train.steps=300"}
+    assert set(s["other"]) == {"", "train.steps=300"}
+    md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
+    assert "settings not shown in brackets: train.steps=50" in md

@@ -126,16 +126,31 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def usual_values(runs: pd.DataFrame) -> dict[str, str]:
+    """The most common value of each further setting that varies between runs."""
+    settings = setting_columns(runs)
+    text = as_text(runs[settings])
+    varying = [c for c in settings if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    return {c.removeprefix("params."): text[c].mode().iloc[0] for c in varying}
+
+
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: readable setting columns, `other` (the further settings that vary), its curve
-    (the setting with k free) and `setting` (the full setting, for grouping seeds)."""
+    """Per run: readable setting columns, `other` (its further settings that differ from the
+    most common value, e.g. a second recipe tried on full data only), its curve (the setting
+    with k free) and `setting` (the full setting, for grouping seeds)."""
     settings = setting_columns(runs)
     text = as_text(runs[settings])
     out = _describe(runs)
-    varying = [c for c in settings if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    usual = usual_values(runs)
+    varying = [f"params.{c}" for c in usual]
     out["other"] = (
         text[varying].apply(
-            lambda r: " ".join(f"{c.removeprefix('params.')}={v}" for c, v in r.items()), axis=1
+            lambda r: " ".join(
+                f"{c.removeprefix('params.')}={v}"
+                for c, v in r.items()
+                if v != usual[c.removeprefix("params.")]
+            ),
+            axis=1,
         )
         if varying
         else ""
@@ -211,6 +226,7 @@ def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
 def markdown(
     summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int, metric: str
 ) -> str:
+    usual = usual_values(runs.finished)
     lines = [
         f"| selector | embedding | clusters | balanced | k | seeds | median {metric} | IQR | min | max "
         "| select s | train s |",
@@ -231,6 +247,8 @@ def markdown(
         ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
         lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
     notes = [f"{len(runs.finished)} finished runs"]
+    if usual:
+        notes.append("settings not shown in brackets: " + " ".join(f"{k}={v}" for k, v in usual.items()))
     if (summary["few_seeds"]).any():
         notes.append(f"* fewer than {min_seeds} seeds")
     if runs.left_out:
