@@ -71,3 +71,27 @@ def test_wrong_type_fails_at_compose(make_cfg):
         make_cfg("k=abc")
     with pytest.raises(ConfigCompositionException):
         make_cfg("selector.clustrs=5")  # a typo of a key is not silently added
+
+
+def test_best_experiment_is_the_frontier_winner(make_cfg):
+    """experiment/best.yaml must name what results/frontier (the committed report) found: of the
+    settings whose median reaches 0.95, those at the smallest k, the highest median."""
+    import pandas as pd
+
+    summary = pd.read_csv(REPO / "results/frontier/summary.csv")
+    reached = summary[(summary["selector"] != "full") & (summary["median_acc"] >= 0.95)]
+    at_k = reached[reached["k"] == reached["k"].min()]
+    best = at_k.loc[at_k["median_acc"].idxmax()]
+    cfg = make_cfg("+experiment=best")
+    embedding = cfg.embedding.name + str(cfg.embedding.dims if cfg.embedding.name != "pca" else cfg.pca_dims)
+    assert (cfg.selector.name, embedding, bool(cfg.selector.balance), cfg.k) == (
+        best["selector"],
+        best["embedding"],
+        bool(best["balance"]),
+        best["k"],
+    )
+    assert (
+        cfg.selector.clusters == cfg.k
+        if best["clusters"] == "k"
+        else str(cfg.selector.clusters) == best["clusters"]
+    )
