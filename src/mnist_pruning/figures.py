@@ -78,26 +78,36 @@ def save_curves(
     band: tuple[str, str] | None = None,
     target: float | None = None,
     reference: float | None = None,
+    zoom: tuple[float, float] | None = None,
 ) -> None:
-    """One line per curve (column `curve`) of `y` against k on a log axis, with a min-max band."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, part in summary.groupby("curve", sort=True):
-        part = part.sort_values("k")
-        (line,) = ax.plot(part["k"], part[y], marker="o", label=name)
-        if band:
-            ax.fill_between(part["k"], part[band[0]], part[band[1]], color=line.get_color(), alpha=0.15)
-    if target is not None:
-        ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
-    if reference is not None:
-        ax.axhline(reference, color="grey", linestyle=":", linewidth=1, label=f"full data {reference:.4f}")
-    ax.set_xscale("log")
+    """One line per curve (column `curve`) of `y` against k on a log axis, with a min-max band;
+    with `zoom`, a second panel limited to that y range, where the curves near the target part."""
+    panels = 2 if zoom else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
     ks = sorted(summary["k"].unique())
-    if len(ks) <= 12:  # label the sizes that were run, not just the decades
-        ax.set_xticks(ks, [f"{k:,}" for k in ks])
-        ax.minorticks_off()
-    ax.set_xlabel("k (training images kept)")
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    for i, ax in enumerate(axes[0]):
+        for j, (name, part) in enumerate(summary.groupby("curve", sort=True)):
+            part = part.sort_values("k")
+            style = ("-", "--", ":")[j // 10 % 3]  # the colour cycle has 10 colours
+            (line,) = ax.plot(part["k"], part[y], marker="o", linestyle=style, label=name)
+            if band:
+                ax.fill_between(part["k"], part[band[0]], part[band[1]], color=line.get_color(), alpha=0.12)
+        if target is not None:
+            ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
+        if reference is not None:
+            ax.axhline(
+                reference, color="grey", linestyle=":", linewidth=1, label=f"full data {reference:.4f}"
+            )
+        ax.set_xscale("log")
+        if len(ks) <= 12:  # label the sizes that were run, not just the decades
+            ax.set_xticks(ks, [f"{k:,}" for k in ks])
+            ax.minorticks_off()
+        ax.set_xlabel("k (training images kept)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        if i == 1:
+            ax.set_ylim(*zoom)
+            ax.set_title(f"zoom: {zoom[0]:g} to {zoom[1]:g}", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="lower right")  # below the curves of the full range
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -328,6 +328,7 @@ def write_report(cfg: DictConfig) -> Path:
         band=("min_acc", "max_acc"),
         target=cfg.target_acc,
         reference=reference,
+        zoom=(cfg.target_acc - 0.1, 1.0),
     )
     timed = curves.assign(seconds=curves["median_select_seconds"] + curves["median_train_seconds"])
     figures.save_curves(out / "time_vs_size.png", timed, "seconds", "median seconds (select + train)")
