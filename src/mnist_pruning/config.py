@@ -194,9 +194,7 @@ def check_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         options = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in value.split(","):
             if choice.strip() not in options:
-                raise ConfigError(
-                    f"{key.lstrip('+~')}={choice.strip()!r} is not allowed: one of {', '.join(options)}"
-                )
+                raise ConfigError(f"{key}={choice.strip()!r} is not allowed: one of {', '.join(options)}")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -126,33 +126,24 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def usual_values(runs: pd.DataFrame) -> dict[str, str]:
-    """The most common value of each further setting that varies between runs."""
-    settings = setting_columns(runs)
-    text = as_text(runs[settings])
-    varying = [c for c in settings if c not in MAIN_PARAMS and text[c].nunique() > 1]
-    return {c.removeprefix("params."): text[c].mode().iloc[0] for c in varying}
+def usual_values(text: pd.DataFrame) -> dict[str, str]:
+    """Per further setting (param column) that varies between runs, its most common value."""
+    return {c: text[c].mode().iloc[0] for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1}
 
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: readable setting columns, `other` (its further settings that differ from the
     most common value, e.g. a second recipe tried on full data only), its curve (the setting
     with k free) and `setting` (the full setting, for grouping seeds)."""
-    settings = setting_columns(runs)
-    text = as_text(runs[settings])
+    text = as_text(runs[setting_columns(runs)])
     out = _describe(runs)
-    usual = usual_values(runs)
-    varying = [f"params.{c}" for c in usual]
+    usual = usual_values(text)
     out["other"] = (
-        text[varying].apply(
-            lambda r: " ".join(
-                f"{c.removeprefix('params.')}={v}"
-                for c, v in r.items()
-                if v != usual[c.removeprefix("params.")]
-            ),
+        text[list(usual)].apply(
+            lambda r: " ".join(f"{c.removeprefix('params.')}={v}" for c, v in r.items() if v != usual[c]),
             axis=1,
         )
-        if varying
+        if usual
         else ""
     )
     out["curve"] = out.apply(curve_name, axis=1)
@@ -226,7 +217,7 @@ def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
 def markdown(
     summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int, metric: str
 ) -> str:
-    usual = usual_values(runs.finished)
+    usual = usual_values(as_text(runs.finished[setting_columns(runs.finished)]))
     lines = [
         f"| selector | embedding | clusters | balanced | k | seeds | median {metric} | IQR | min | max "
         "| select s | train s |",
@@ -248,7 +239,8 @@ def markdown(
         lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
     notes = [f"{len(runs.finished)} finished runs"]
     if usual:
-        notes.append("settings not shown in brackets: " + " ".join(f"{k}={v}" for k, v in usual.items()))
+        shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in usual.items())
+        notes.append(f"settings not shown in brackets: {shown}")
     if (summary["few_seeds"]).any():
         notes.append(f"* fewer than {min_seeds} seeds")
     if runs.left_out:

@@ -122,10 +122,14 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
 
         mean, std = cfg.data.mean, cfg.data.std
-        if len(val):  # a tuning run: it never sees the test set, so it cannot be tuned on it
-            evals = {"val": (normalize(data.train_images[val], mean, std), data.train_labels[val])}
-        else:
-            evals = {"test": (normalize(data.test_images, mean, std), data.test_labels)}
+        # a tuning run (a validation split) never sees the test set, so it cannot be tuned on it
+        held_out = "val" if len(val) else "test"
+        images, targets = (
+            (data.train_images[val], data.train_labels[val])
+            if len(val)
+            else (data.test_images, data.test_labels)
+        )
+        evals = {held_out: (normalize(images, mean, std), targets)}
         result = train(
             normalize(data.train_images[indices], mean, std),
             data.train_labels[indices],
@@ -136,8 +140,8 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
         )
         mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
-        (name, acc), *_ = result.metrics.items()
-        log.info("%s: %s %.4f", tracking.run_name(cfg), name, acc)
+        acc = result.metrics[f"{held_out}_acc"]
+        log.info("%s: %s_acc %.4f", tracking.run_name(cfg), held_out, acc)
         return acc
 
 
