@@ -58,8 +58,12 @@ def run_train(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 
     )
 
 
-def search_runs(tmp_path: Path, experiment: str = "mnist-pruning"):
+def search_runs(tmp_path: Path, experiment: str = "mnist-pruning", kind: str | None = "train"):
+    """The runs of `kind` (training runs; `sweep` for sweeps' parent runs; None for all)."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    return mlflow.search_runs(experiment_names=[experiment])
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    if kind is None or runs.empty:
+        return runs
+    return runs[runs["tags.kind"] == kind].reset_index(drop=True)

@@ -31,6 +31,7 @@ def add_run(
     indices=None,
     metric="test_acc",
     steps="50",
+    regime=None,
 ):
     params = {
         "selector": selector,
@@ -46,6 +47,8 @@ def add_run(
         "train.steps": steps,
         "mlflow.tracking_uri": "ignored",
     }
+    if regime is not None:
+        params["train.regime"] = regime
     run = client.create_run(exp_id, run_name=f"{selector}-k{k}-s{seed}", tags={"kind": "train"})
     rid = run.info.run_id
     for key, value in params.items():
@@ -126,7 +129,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
         }
     )
     report.write_report(cfg)
-    assert "| random | pca50 | - | no | 100 | 5 | 0.8400 |" in capsys.readouterr().out
+    assert "| random | pca50 | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 3
     for name in ("accuracy_vs_size.png", "time_vs_size.png", "selected_examples.png"):
@@ -233,4 +236,22 @@ def test_a_setting_tried_on_one_curve_only_names_just_that_curve(store):
     assert set(s["curve"]) == {"random pca50", "nearest pca50", "full pca50 train.steps=300"}
     assert set(s["other"]) == {"", "train.steps=300"}
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
-    assert "settings not shown in brackets: train.steps=50" in md
+    assert "settings not shown in brackets (regime -): train.steps=50" in md
+
+
+def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regimes(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        add_run(client, exp_id, "random", 20, seed, 0.80, steps="4000", regime="tiny")
+        add_run(client, exp_id, "random", 200, seed, 0.95, steps="3000", regime="small")
+    add_run(client, exp_id, "random", 200, 5, 0.96, steps="100", regime="small")
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished)
+    plain = s[s["other"] == ""]
+    assert plain["regime"].tolist() == ["tiny", "small"] and plain["k"].tolist() == [20, 200]
+    assert set(s["curve"]) == {"random pca50", "random pca50 train.steps=100"}
+    md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
+    assert "| random | pca50 | - | no | 20 | tiny | 5 | 0.8000 |" in md
+    assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md

@@ -4,12 +4,14 @@ import pytest
 from mnist_pruning.cluster import KMeansFit, fit_from_centroids, kmeans
 from mnist_pruning.selectors import (
     CLUSTER_SELECTORS,
+    SCORED_SELECTORS,
     SELECTORS,
     Options,
     allocate,
     class_quotas,
     select,
 )
+from mnist_pruning.selectors.clusters import hybrid_split
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,9 @@ def blobs():
 @pytest.mark.parametrize("k", [1, 6, 17, 120])
 def test_exact_size_unique_sorted_deterministic(blobs, name, k):
     x, labels = blobs
-    a = select(name, x, labels, k, seed=3)
-    b = select(name, x, labels, k, seed=3)
+    scored = Options(scores=np.round(x[:, 0]))  # ties on purpose; other selectors ignore scores
+    a = select(name, x, labels, k, seed=3, options=scored)
+    b = select(name, x, labels, k, seed=3, options=scored)
     expected = len(x) if name == "full" else k
     assert len(a) == expected
     assert len(np.unique(a)) == expected
@@ -115,12 +118,17 @@ def test_class_quotas_exact_and_largest_classes_get_the_remainder():
     assert class_quotas(tiny, 10) == {0: 2, 1: 8}
 
 
-@pytest.mark.parametrize("name", ["random", "nearest", "furthest", "cluster_random", "typical", "kcenter"])
+@pytest.mark.parametrize("name", sorted(set(SELECTORS) - {"full"}))
 def test_balance_gives_k_over_classes_per_class(blobs, name):
     x, labels = blobs
-    chosen = select(name, x, labels, 30, 0, Options(balance=True))
+    chosen = select(name, x, labels, 30, 0, Options(balance=True, scores=x[:, 1].copy()))
     assert np.bincount(labels[chosen]).tolist() == [10, 10, 10]
     assert len(np.unique(chosen)) == 30
+    if name in SCORED_SELECTORS:  # per class: that class's 10 lowest scores
+        for c in range(3):
+            members = np.flatnonzero(labels == c)
+            lowest = members[np.argsort(x[members, 1])[:10]]
+            assert set(chosen[labels[chosen] == c]) == set(lowest)
 
 
 def test_unknown_selector_and_bad_k(blobs):
@@ -167,3 +175,67 @@ def test_kcenter_is_greedy_furthest_first():
         d = np.min(np.linalg.norm(x[:, None] - x[order][None], axis=2), axis=1)
         order.append(int(np.argmax(d)))
     assert np.array_equal(chosen, np.sort(order))
+
+
+def test_hybrid_split_gives_the_odd_one_to_the_nearest_side():
+    assert [hybrid_split(n, 0.5) for n in range(5)] == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2)]
+    assert hybrid_split(4, 1.0) == (4, 0) and hybrid_split(4, 0.0) == (0, 4)
+    assert hybrid_split(10, 0.3) == (3, 7)
+
+
+@pytest.mark.parametrize("easy_fraction", [0.5, 0.25, 1.0])
+def test_hybrid_takes_exactly_the_nearest_and_furthest_members(blobs, easy_fraction):
+    x, labels = blobs
+    fit = kmeans(x, 4, seed=0)
+    chosen = select("hybrid", x, labels, 41, 0, Options(clusters=4, easy_fraction=easy_fraction))
+    sizes = np.bincount(fit.assignments, minlength=4)
+    for c, n in enumerate(allocate(sizes, 41)):
+        members = np.flatnonzero(fit.assignments == c)
+        order = members[np.argsort(fit.distances[members], kind="stable")]
+        near, far = hybrid_split(int(n), easy_fraction)
+        expected = set(order[:near]) | set(order[len(order) - far :])
+        assert set(chosen[fit.assignments[chosen] == c]) == expected
+
+
+def test_herding_first_pick_is_nearest_the_mean_and_the_mean_is_matched():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 5)).astype(np.float32) + np.array([3, 0, 0, 0, -2], dtype=np.float32)
+    mu = x.mean(axis=0)
+    first = select("herding", x, np.zeros(500), 1, 0)
+    assert first.tolist() == [int(np.argmin(np.linalg.norm(x - mu, axis=1)))]
+    chosen = select("herding", x, np.zeros(500), 20, 0)
+    gap = np.linalg.norm(x[chosen].mean(axis=0) - mu)
+    random_gaps = [
+        np.linalg.norm(x[rng.choice(500, 20, replace=False)].mean(axis=0) - mu) for _ in range(50)
+    ]
+    assert gap < 0.2 * np.median(random_gaps)  # herding tracks the mean far better than chance
+
+
+def test_facility_location_picks_one_point_per_blob_first():
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-100, 100, size=(6, 3))
+    sizes = [40, 35, 30, 25, 20, 15]
+    x = np.concatenate([c + rng.normal(scale=0.5, size=(n, 3)) for c, n in zip(centres, sizes, strict=True)])
+    x = x.astype(np.float32)
+    blob = np.repeat(np.arange(6), sizes)
+    for k in (6, 9):
+        chosen = select("facility_location", x, np.zeros(len(x)), k, 0, Options(neighbors=10))
+        assert set(blob[chosen]) == set(range(6))  # every blob covered before any gets a second
+    # greedy order: the first pick lies in the largest blob (the most neighbours to cover)
+    one = select("facility_location", x, np.zeros(len(x)), 1, 0, Options(neighbors=10))
+    assert blob[one[0]] == 0
+
+
+@pytest.mark.parametrize("name", sorted(SCORED_SELECTORS))
+def test_scored_selectors_keep_the_easy_or_the_hard_end(name):
+    scores = np.array([5.0, 1.0, 9.0, 3.0, 7.0, 0.0])
+    x = np.zeros((6, 2), dtype=np.float32)
+    easy = select(name, x, np.zeros(6), 2, 0, Options(scores=scores, keep="easy"))
+    hard = select(name, x, np.zeros(6), 2, 0, Options(scores=scores, keep="hard"))
+    assert easy.tolist() == [1, 5] and hard.tolist() == [2, 4]
+    tied = np.zeros(50)
+    flat = np.zeros((50, 1))
+    picks = {tuple(select(name, flat, np.zeros(50), 5, s, Options(scores=tied))) for s in range(4)}
+    assert len(picks) > 1  # ties are broken by the seed
+    with pytest.raises(ValueError, match="score"):
+        select(name, x, np.zeros(6), 2, 0)

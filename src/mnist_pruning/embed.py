@@ -1,6 +1,7 @@
 """Embeddings of the training images that k-means and the selectors work in.
 
-Each embedding is fitted on training images only: the test set never reaches this module.
+Each embedding is fitted on training images only: the test set never reaches this module. The
+classifier embedding also uses labels, and is fitted on the selection pool only.
 """
 
 from __future__ import annotations
@@ -123,14 +124,61 @@ def autoencoder(
     return codes.numpy().astype(np.float32)
 
 
-EMBEDDINGS: dict[str, Embedding] = {"pca": pca, "pixels": pixels, "autoencoder": autoencoder}
+def classifier(
+    x: np.ndarray,
+    dims: int | None,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    **_: Any,
+) -> np.ndarray:
+    """The 84 penultimate-layer features of a LeNet-5 trained on the labelled `rows` only (the
+    selection pool: never the validation split), for every image of `x`. Uses the labels."""
+    import torch
+
+    from mnist_pruning.scores import ScoreSettings, fit_epochs, predict
+
+    if dims not in (None, 84):
+        raise ValueError(f"the classifier embedding has 84 dims, not {dims}")
+    pool = x[rows]
+    mean, std = float(pool.mean()), float(pool.std())
+    images = torch.from_numpy(((x - mean) / std).astype(np.float32)).view(-1, 1, 28, 28)
+    images = images.contiguous(memory_format=torch.channels_last)
+    y = torch.as_tensor(labels[rows], dtype=torch.long)
+    s = ScoreSettings(epochs, 1, batch_size, lr, momentum, weight_decay, seed)
+    model = fit_epochs(images[torch.as_tensor(rows, dtype=torch.long)], y, s, seed)
+    return predict(model, images, features=True).numpy().astype(np.float32)
 
 
-def embed(x: np.ndarray, name: str, dims: int | None, **settings: Any) -> np.ndarray:
-    """Embed the (N, 784) training images with the embedding registered as `name`."""
+EMBEDDINGS: dict[str, Embedding] = {
+    "pca": pca,
+    "pixels": pixels,
+    "autoencoder": autoencoder,
+    "classifier": classifier,
+}
+SUPERVISED = {"classifier"}  # fitted with the pool's labels, on the pool only
+
+
+def embed(
+    x: np.ndarray,
+    name: str,
+    dims: int | None,
+    labels: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+    **settings: Any,
+) -> np.ndarray:
+    """Embed the (N, 784) training images with the embedding registered as `name`; a supervised
+    one is fitted on `rows` (the selection pool) with their `labels`."""
     try:
         fn = EMBEDDINGS[name]
     except KeyError:
         allowed = ", ".join(sorted(EMBEDDINGS))
         raise ValueError(f"embedding={name!r} is unknown: one of {allowed}") from None
+    if name in SUPERVISED:
+        return fn(x, dims, labels=labels, rows=rows, **settings)
     return fn(x, dims, **settings)

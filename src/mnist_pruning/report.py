@@ -30,7 +30,7 @@ register_configs()
 REPORT_TAG = "report"
 METRICS = ("test_acc", "val_acc")  # final accuracies: test, or validation for tuning runs
 # settings shown in their own columns; every other setting that varies goes to `other`
-MAIN = ("selector", "embedding", "clusters", "balance", "k")
+MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
 MAIN_PARAMS = {
     f"params.{p}"
     for p in (
@@ -43,6 +43,7 @@ MAIN_PARAMS = {
         "selector.clusters",
         "selector.balance",
         "k",
+        "train.regime",
     )
 }
 
@@ -58,16 +59,26 @@ class Runs:
     duplicates: int  # older FINISHED runs of a setting + seed that was run again
 
 
-def fetch_runs(tracking_uri: str, experiment_name: str) -> pd.DataFrame:
-    """Every training run of the experiment (report runs excluded), params as strings."""
+def fetch_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None) -> pd.DataFrame:
+    """Every training run of the experiment (report and sweep parent runs excluded), or with
+    `sweep` only the children of that sweep (its directory or its parent run's id)."""
     import mlflow
 
+    tracking.ready_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment_name) is None:
         raise ReportError(f"no experiment {experiment_name!r} at {tracking_uri}: run a sweep first")
     df = mlflow.search_runs(experiment_names=[experiment_name], max_results=100_000)
-    if "tags.kind" in df:
-        df = df[df["tags.kind"] != REPORT_TAG].dropna(axis=1, how="all")  # the report's own params
+    kind = df["tags.kind"] if "tags.kind" in df else pd.Series("train", index=df.index)
+    if sweep is not None:
+        named = (df.get("tags.sweep") == sweep) | (df["run_id"] == sweep)
+        parents = df[(kind == tracking.SWEEP_TAG) & named]
+        if parents.empty:
+            known = df.loc[kind == tracking.SWEEP_TAG, "tags.sweep"].head(5).tolist()
+            raise ReportError(f"sweep={sweep!r}: no such sweep directory or parent run id (newest: {known})")
+        df = df[df.get("tags.mlflow.parentRunId", pd.Series(None, index=df.index)).isin(parents["run_id"])]
+        kind = kind[df.index]
+    df = df[~kind.isin([REPORT_TAG, tracking.SWEEP_TAG])].dropna(axis=1, how="all")
     return df.reset_index(drop=True)
 
 
@@ -123,12 +134,19 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     full = out["selector"] == "full"
     train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
     out["k"] = np.where(full, train_size.fillna(0), pd.to_numeric(k, errors="coerce")).astype(int)
+    out["regime"] = p("train.regime").replace("None", "-")
     return out
 
 
-def usual_values(text: pd.DataFrame) -> dict[str, str]:
-    """Per further setting (param column) that varies between runs, its most common value."""
-    return {c: text[c].mode().iloc[0] for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1}
+def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per recipe regime, per further setting (param column) that varies between runs, its most
+    common value: a regime's own steps or augmentation are its usual values, not an exception."""
+    regimes = text.get("params.train.regime", pd.Series("-", index=text.index))
+    varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    return {
+        regime: {c: part[c].mode().iloc[0] for c in varying}
+        for regime, part in text.groupby(regimes)
+    }
 
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -138,14 +156,12 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     text = as_text(runs[setting_columns(runs)])
     out = _describe(runs)
     usual = usual_values(text)
-    out["other"] = (
-        text[list(usual)].apply(
-            lambda r: " ".join(f"{c.removeprefix('params.')}={v}" for c, v in r.items() if v != usual[c]),
-            axis=1,
-        )
-        if usual
-        else ""
-    )
+
+    def other(row: pd.Series) -> str:
+        typical = usual.get(row.get("params.train.regime", "-"), {})
+        return " ".join(f"{c.removeprefix('params.')}={row[c]}" for c, v in typical.items() if row[c] != v)
+
+    out["other"] = text.apply(other, axis=1) if len(text) else ""
     out["curve"] = out.apply(curve_name, axis=1)
     out["setting"] = text.agg("|".join, axis=1)
     return out
@@ -219,16 +235,16 @@ def markdown(
 ) -> str:
     usual = usual_values(as_text(runs.finished[setting_columns(runs.finished)]))
     lines = [
-        f"| selector | embedding | clusters | balanced | k | seeds | median {metric} | IQR | min | max "
-        "| select s | train s |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| selector | embedding | clusters | balanced | k | regime | seeds | median {metric} | IQR | min "
+        "| max | select s | train s |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for _, r in summary.iterrows():
         seeds = f"{r['seeds']}*" if r["few_seeds"] else str(r["seeds"])
         sel = f"{r['selector']} ({r['other']})" if r["other"] else r["selector"]
         lines.append(
             f"| {sel} | {r['embedding']} | {r['clusters']} | {'yes' if r['balance'] else 'no'} | {r['k']} "
-            f"| {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
+            f"| {r['regime']} | {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
             f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
         )
     lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]
@@ -238,9 +254,10 @@ def markdown(
         ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
         lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
     notes = [f"{len(runs.finished)} finished runs"]
-    if usual:
-        shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in usual.items())
-        notes.append(f"settings not shown in brackets: {shown}")
+    for regime, values in usual.items():
+        if values:
+            shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in values.items())
+            notes.append(f"settings not shown in brackets (regime {regime}): {shown}")
     if (summary["few_seeds"]).any():
         notes.append(f"* fewer than {min_seeds} seeds")
     if runs.left_out:
@@ -292,7 +309,7 @@ def write_report(cfg: DictConfig) -> Path:
     m = cfg.mlflow
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name))
+    runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name, cfg.sweep))
     if runs.left_out:
         log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
     if runs.finished.empty:

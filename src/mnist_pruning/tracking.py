@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,8 @@ NON_SEMANTIC_KEYS = (
     "train.eval_batch_size",
     "resume",
 )
+# tables a run picks its values from: the picked values are logged and hashed, not the tables
+TABLE_KEYS = ("train.regimes", "train.regime_bounds", "tune")
 HOST = socket.gethostname()
 
 
@@ -49,12 +53,19 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be reached or opened; one line, with the URI."""
 
 
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}, over the resolved config."""
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}, over the resolved config, without the
+    tables (TABLE_KEYS) whose picked values are keys of their own."""
     node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     out: dict[str, Any] = {}
     for key, value in node.items():
         name = f"{prefix}{key}"
+        if _under(name, TABLE_KEYS):
+            continue
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}."))
         else:
@@ -64,11 +75,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
 
 def config_hash(cfg: DictConfig) -> str:
     """Identifies a setting + seed: equal for two runs that must give the same result."""
-    flat = {
-        k: v
-        for k, v in flatten(cfg).items()
-        if not any(k == p or k.startswith(p + ".") for p in NON_SEMANTIC_KEYS)
-    }
+    flat = {k: v for k, v in flatten(cfg).items() if not _under(k, NON_SEMANTIC_KEYS)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -126,6 +133,26 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"MLflow store {uri}: folder {path.parent} does not exist")
 
 
+_READY: set[str] = set()
+
+
+def ready_store(tracking_uri: str) -> None:
+    """Open a SQLite store first under one file lock beside it (`mlflow.db.lock`), so that the
+    project's processes never run MLflow's schema creation at once: two processes opening a
+    fresh path together both migrate it, and the store is corrupt. Whoever comes second waits,
+    then finds the schema complete. Once per process and store; other stores need nothing."""
+    if tracking_uri in _READY:
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        from filelock import FileLock
+        from mlflow.tracking import MlflowClient
+
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        with FileLock(f"{path}.lock"):
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+    _READY.add(tracking_uri)
+
+
 def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_root: str) -> str:
     """Create the store and the experiment if they are new; return the experiment id."""
     import mlflow
@@ -133,8 +160,9 @@ def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_root: st
 
     check_reachable(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
     try:
+        ready_store(tracking_uri)  # before any client: MlflowClient() opens the store at once
+        client = MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(experiment_name)
         if exp is not None:
             return exp.experiment_id
@@ -150,8 +178,11 @@ def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_root: st
 
 
 class StoreCallback(Callback):
-    """Create the MLflow store and experiment once, in the launching process, before any job;
-    at the end, exit non-zero if any run of the sweep failed (jobs record failures, not raise)."""
+    """Before any job: create the MLflow store and experiment once, in the launching process,
+    and open the sweep's parent run, whose children the jobs become (found by the sweep
+    directory, so this works with any launcher). At the end: close the parent FINISHED, or
+    FAILED with the count of failed children, and exit non-zero if any child failed (jobs
+    record failures rather than raise)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         m = config.mlflow
@@ -162,36 +193,84 @@ class StoreCallback(Callback):
             raise SystemExit(2) from None
         log.info("MLflow experiment %s (id %s) at %s", m.experiment_name, exp_id, m.tracking_uri)
         close_orphans(m.tracking_uri, exp_id)
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+        parent = open_sweep(m.tracking_uri, exp_id, str(config.hydra.sweep.dir), overrides)
+        log.info("sweep parent run %s", parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         m = config.mlflow
-        runs = sweep_runs(m.tracking_uri, m.experiment_name, str(config.hydra.sweep.dir))
-        failed = [r for r in runs if r["status"] != "FINISHED"]
+        failed = close_sweep(m.tracking_uri, m.experiment_name, str(config.hydra.sweep.dir))
         if failed:
             names = ", ".join(f"{r['name']} ({r['error']})" for r in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-            log.error("%d of %d runs of this sweep failed: %s%s", len(failed), len(runs), names, more)
+            log.error("%d runs of this sweep failed: %s%s", len(failed), names, more)
             raise SystemExit(1)
 
 
-def sweep_runs(tracking_uri: str, experiment_name: str, sweep: str) -> list[dict[str, str]]:
-    """Name, status and error of every run tagged with this sweep."""
+SWEEP_TAG = "sweep"  # tags.kind of a sweep's parent run
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def open_sweep(tracking_uri: str, experiment_id: str, sweep_dir: str, overrides: list[str]) -> str:
+    """The parent run of a sweep, named after its directory and tagged with its overrides."""
+    from mlflow.tracking import MlflowClient
+
+    tags = {
+        "kind": SWEEP_TAG,
+        "sweep": sweep_dir,
+        "overrides": " ".join(overrides)[:5000],
+        "git_commit": git_commit(),
+        "host": HOST,
+        "pid": str(os.getpid()),
+    }
+    return MlflowClient(tracking_uri).create_run(experiment_id, run_name=sweep_dir, tags=tags).info.run_id
+
+
+def sweep_parent(tracking_uri: str, experiment_id: str, sweep_dir: str) -> str | None:
+    """The run id of the newest parent run of this sweep directory, if any."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id],
+        f"tags.kind = '{SWEEP_TAG}' and tags.sweep = '{_quote(sweep_dir)}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def children(tracking_uri: str, experiment_id: str, parent_id: str) -> list[dict[str, str]]:
+    """Name, status and error of every child run of a sweep's parent."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=50000
+    )
+    return [
+        {"name": r.info.run_name, "status": r.info.status, "error": r.data.tags.get("error", "")}
+        for r in runs
+    ]
+
+
+def close_sweep(tracking_uri: str, experiment_name: str, sweep_dir: str) -> list[dict[str, str]]:
+    """End the sweep's parent run: FAILED with the count of failed children, else FINISHED.
+    Returns the failed children."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
+    parent = sweep_parent(tracking_uri, exp.experiment_id, sweep_dir) if exp else None
+    if parent is None:
         return []
-    sweep_literal = sweep.replace("'", "\\'")
-    runs = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep_literal}'", max_results=50000)
-    return [
-        {
-            "name": r.info.run_name,
-            "status": r.info.status,
-            "error": r.data.tags.get("error", ""),
-        }
-        for r in runs
-    ]
+    runs = children(tracking_uri, exp.experiment_id, parent)
+    failed = [r for r in runs if r["status"] != "FINISHED"]
+    client.set_tag(parent, "children", str(len(runs)))
+    client.set_tag(parent, "failed_children", str(len(failed)))
+    client.set_terminated(parent, "FAILED" if failed else "FINISHED")
+    return failed
 
 
 def _alive(pid: int) -> bool:
@@ -284,12 +363,38 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         mlflow.end_run(status="FINISHED")
 
 
-def log_selection(indices: np.ndarray, images: np.ndarray, labels: np.ndarray, title: str) -> None:
-    """selected_indices.npy (int64 indices into the 60k training set) and selected_images.png,
-    a montage of what was kept, so selectors can be compared side by side in the MLflow UI."""
+def log_selection(
+    indices: np.ndarray, images: np.ndarray, labels: np.ndarray, title: str, source: str
+) -> None:
+    """The kept subset as an MLflow dataset (context `train`) whose digest is that of its sorted
+    indices, so two runs that trained on the same images show the same dataset in the UI; and
+    selected_indices.npy (int64 indices into the 60k training set) and selected_images.png, a
+    montage of what was kept, so selectors can be compared side by side."""
     import mlflow
 
+    from mnist_pruning.cache import array_digest
     from mnist_pruning.figures import save_montage
+
+    kept = np.sort(np.asarray(indices, dtype=np.int64))
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all local)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(
+            kept,
+            source=source,
+            targets=np.asarray(labels)[kept],
+            name=f"mnist-train-{len(kept)}",
+            digest=array_digest(kept)[:16],
+        )
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context="train")
+            break
+        except mlflow.exceptions.MlflowException:
+            # two jobs logging the same new subset at once race on MLflow's unique dataset row;
+            # the loser finds it on a second try
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "selected_indices.npy"

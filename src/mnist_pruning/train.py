@@ -25,10 +25,18 @@ from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import CONF_DIR, ConfigError, check_choices, register_configs, validate
-from mnist_pruning.data import DataError, Mnist, load_mnist, split_pool
-from mnist_pruning.embed import embed
-from mnist_pruning.selectors import Options, select
+from mnist_pruning.config import (
+    CONF_DIR,
+    ConfigError,
+    check_choices,
+    register_configs,
+    user_conf_dirs,
+    validate,
+)
+from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
+from mnist_pruning.embed import SUPERVISED, embed
+from mnist_pruning.scores import ScoreSettings, pool_scores
+from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -44,15 +52,33 @@ def get_cache(root: str, enabled: bool) -> Cache:
     return Cache(root, enabled)
 
 
-def embedding_of(cfg: DictConfig, data: Mnist, cache: Cache) -> np.ndarray:
-    """The embedding of all 60k training images (never the test images), cached."""
+def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
+    """The embedding of all 60k training images (never the test images), cached; a supervised
+    one (classifier) is fitted on the selection pool's images and labels only."""
     settings = OmegaConf.to_container(cfg.embedding, resolve=True)
-    arrays = cache.get(
-        "embedding",
-        {"data": data.fingerprint, **settings},
-        lambda: {"x": embed(data.train_flat(), **settings)},
-    )
+    key = {"data": data.fingerprint, **settings}
+    fit: dict = {}
+    if cfg.embedding.name in SUPERVISED:
+        key["rows"] = array_digest(pool)
+        fit = {"labels": data.train_labels.numpy(), "rows": pool}
+    arrays = cache.get("embedding", key, lambda: {"x": embed(data.train_flat(), **settings, **fit)})
     return arrays["x"]
+
+
+def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
+    """The selector's per-image scores of the pool (el2n, forgetting), from trainings on the pool
+    only, cached: every run with the same pool and score settings shares them."""
+    settings = ScoreSettings(**OmegaConf.to_container(cfg.selector.score, resolve=True))
+    kind = cfg.selector.name
+    key = {"data": data.fingerprint, "kind": kind, "rows": array_digest(pool), **settings.__dict__}
+
+    def compute() -> Arrays:
+        s = pool_scores(
+            kind, data.train_images, data.train_labels, pool, settings, cfg.data.mean, cfg.data.std
+        )
+        return {"scores": s}
+
+    return cache.get("scores", key, compute)["scores"]
 
 
 def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int, seed: int) -> KMeansFit:
@@ -104,19 +130,27 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         pool, val = split_pool(len(data.train_labels), cfg.data.validation_size, cfg.data.validation_seed)
 
         start = time.perf_counter()
-        x = embedding_of(cfg, data, cache)
+        x = embedding_of(cfg, data, pool, cache)
         labels = data.train_labels.numpy()
+        sel = cfg.selector
         options = Options(
-            clusters=cfg.selector.get("clusters"),
-            balance=cfg.selector.balance,
-            neighbors=cfg.selector.neighbors,
+            clusters=sel.get("clusters"),
+            balance=sel.balance,
+            neighbors=sel.neighbors,
+            easy_fraction=sel.easy_fraction,
+            keep=sel.keep,
+            scores=scores_of(cfg, data, pool, cache) if sel.name in SCORED_SELECTORS else None,
             kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
         )
         picked = select(cfg.selector.name, x[pool], labels[pool], cfg.k, cfg.seed, options)
         indices = pool[picked]
         select_seconds = time.perf_counter() - start
         tracking.log_selection(
-            indices, data.train_images.numpy(), labels, f"{tracking.run_name(cfg)}: {len(indices)} images"
+            indices,
+            data.train_images.numpy(),
+            labels,
+            f"{tracking.run_name(cfg)}: {len(indices)} images",
+            source=str(raw_dir(cfg.data.root).resolve()),
         )
         mlflow.log_metrics({"train_size": len(indices), "select_seconds": select_seconds})
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
@@ -174,6 +208,10 @@ def main(cfg: DictConfig) -> float | None:
         experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
         if not multirun:  # a sweep does this once, before its jobs start
             tracking.close_orphans(m.tracking_uri, experiment_id)
+        else:  # a child of the sweep's parent run (StoreCallback opened it)
+            parent = tracking.sweep_parent(m.tracking_uri, experiment_id, hc.sweep.dir)
+            if parent is not None:
+                tags["mlflow.parentRunId"] = parent
         if cfg.resume:
             done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
             if done is not None:
@@ -197,7 +235,7 @@ if __name__ == "__main__":
     from mnist_pruning.train import main as task
 
     try:
-        check_choices(sys.argv[1:])
+        check_choices(sys.argv[1:], extra_dirs=user_conf_dirs(sys.argv[1:]))
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(2)

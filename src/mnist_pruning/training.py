@@ -34,6 +34,9 @@ class Recipe:
     aug_rotate: float  # degrees, uniform in [-r, r]
     aug_translate: float  # fraction of the image side, uniform in [-t, t]
     aug_scale: float  # relative, uniform in [1 - s, 1 + s]
+    elastic_alpha: float  # elastic displacement scale in pixels (Simard et al. 2003); 0 is off
+    elastic_sigma: float  # pixels: the Gaussian that smooths the displacement field
+    label_smoothing: float  # of the cross-entropy target, 0 is off
     eval_every: int
     eval_batch_size: int
     log_every: int
@@ -59,9 +62,34 @@ def normalize(images: Tensor, mean: float, std: float) -> Tensor:
     return ((images.float() / 255.0) - mean).div_(std).unsqueeze(1)
 
 
+def gaussian_kernel(sigma: float, device: torch.device) -> Tensor:
+    """A normalised 1-D Gaussian, cut at 3 sigma (and at the 28-pixel image)."""
+    radius = max(1, min(13, math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def elastic_field(n: int, size: int, alpha: float, sigma: float, gen: torch.Generator) -> Tensor:
+    """(n, size, size, 2) random displacements in pixels (Simard et al. 2003): uniform noise in
+    [-1, 1] per pixel and direction, smoothed by a Gaussian of `sigma` pixels, times `alpha`.
+
+    The smoothing is separable (a row and a column pass); borders are reflected so that the
+    field is as strong at the edge as in the middle.
+    """
+    device = gen.device
+    noise = torch.rand(n * 2, 1, size, size, generator=gen, device=device) * 2 - 1
+    k = gaussian_kernel(sigma, device)
+    r = len(k) // 2
+    noise = F.conv2d(F.pad(noise, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    noise = F.conv2d(F.pad(noise, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    return (alpha * noise).view(n, 2, size, size).permute(0, 2, 3, 1)
+
+
 def augment(x: Tensor, recipe: Recipe, gen: torch.Generator) -> Tensor:
-    """A random small affine map per image (rotation, scale, translation; no flips), batched."""
-    n = x.shape[0]
+    """A random small affine map per image (rotation, scale, translation; no flips), plus an
+    elastic displacement field when `elastic_alpha` > 0, both in one resampling of the batch."""
+    n, _, h, w = x.shape
     u = torch.rand(n, 4, generator=gen, device=x.device) * 2 - 1
     angle = u[:, 0] * math.radians(recipe.aug_rotate)
     scale = 1 + u[:, 1] * recipe.aug_scale
@@ -69,10 +97,14 @@ def augment(x: Tensor, recipe: Recipe, gen: torch.Generator) -> Tensor:
     tx, ty = u[:, 2] * 2 * recipe.aug_translate, u[:, 3] * 2 * recipe.aug_translate
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    if recipe.elastic_alpha > 0:
+        # pixels -> grid units: the image side spans 2 in grid coordinates
+        grid = grid + elastic_field(n, h, recipe.elastic_alpha, recipe.elastic_sigma, gen) * (2 / h)
     # the background is the normalised value of a black pixel, the minimum of the batch
     background = x.amin()
-    return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+    out = F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Tensor:
@@ -122,7 +154,8 @@ def train(
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = LeNet5().to(device)
+    # channels_last: oneDNN's convolutions skip a layout conversion per layer (benchmarks/bench.py)
+    model = LeNet5().to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,
@@ -132,8 +165,10 @@ def train(
         fused=True,  # one kernel for the whole update: a few percent of a LeNet-5 step on CPU
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(recipe.steps, recipe.warmup_steps))
-    x, y = x.to(device), y.to(device)
-    evals = {k: (ex.to(device), ey.to(device)) for k, (ex, ey) in evals.items()}
+    x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
+    evals = {
+        k: (ex.to(device, memory_format=torch.channels_last), ey.to(device)) for k, (ex, ey) in evals.items()
+    }
     batches = batch_indices(len(x), recipe.batch_size, recipe.steps, gen).to(device)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
@@ -148,7 +183,7 @@ def train(
         xb = x[idx]
         if recipe.augment:
             xb = augment(xb, recipe, aug_gen)
-        loss = F.cross_entropy(model(xb), y[idx])
+        loss = F.cross_entropy(model(xb), y[idx], label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

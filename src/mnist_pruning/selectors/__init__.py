@@ -1,0 +1,139 @@
+"""Selection rules: pure functions (embedding, labels, k, seed, options) -> sorted unique indices.
+
+A selector knows nothing of torch, MLflow or Hydra. Indices refer to the rows of the embedding
+it is given (the selection pool). What a rule needs from elsewhere arrives in `Options`: k-means
+as a function (so the caller decides whether fits are cached), and per-image scores computed
+by model trainings outside this package (`mnist_pruning.scores`).
+
+One module per family, each registering its rules here:
+- `baselines`: full, random
+- `clusters`: nearest, furthest, cluster_random, hybrid, typical (k-means in the embedding)
+- `coverage`: kcenter, herding, facility_location (cover or summarise the embedding)
+- `scored`: el2n, forgetting (keep the easy or the hard end of a per-image score)
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mnist_pruning.cluster import KMeansFn, kmeans
+
+
+@dataclass(frozen=True)
+class Options:
+    clusters: int | None = None  # k-means clusters (cluster selectors); None means k
+    balance: bool = False  # k/10 per class, selecting within each class
+    neighbors: int = 20  # typical: typicality neighbours; facility_location: similarity graph
+    easy_fraction: float = 0.5  # hybrid: the share of each cluster's images taken nearest
+    keep: str = "easy"  # scored selectors: the lowest ("easy") or highest ("hard") scores
+    scores: np.ndarray | None = None  # scored selectors: one score per row of the embedding
+    kmeans: KMeansFn = kmeans
+
+
+Selector = Callable[[np.ndarray, np.ndarray, int, int, Options], np.ndarray]
+SELECTORS: dict[str, Selector] = {}
+CLUSTER_SELECTORS: set[str] = set()  # use k-means: selector.clusters applies
+SCORED_SELECTORS: set[str] = set()  # need Options.scores, a score of that selector's name
+
+
+def register(name: str, clustered: bool = False, scored: bool = False) -> Callable[[Selector], Selector]:
+    def deco(fn: Selector) -> Selector:
+        SELECTORS[name] = fn
+        if clustered:
+            CLUSTER_SELECTORS.add(name)
+        if scored:
+            SCORED_SELECTORS.add(name)
+        return fn
+
+    return deco
+
+
+def select(
+    name: str,
+    embedding: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    seed: int,
+    options: Options | None = None,
+) -> np.ndarray:
+    """Run the selector registered as `name`; check the contract every selector must keep."""
+    if name not in SELECTORS:
+        raise ValueError(f"selector={name!r} is unknown: one of {', '.join(sorted(SELECTORS))}")
+    options = options or Options()
+    n = len(embedding)
+    if name != "full" and not 1 <= k <= n:
+        raise ValueError(f"k={k} is out of range: an integer from 1 to {n}")
+    if name in SCORED_SELECTORS and (options.scores is None or len(options.scores) != n):
+        raise ValueError(f"selector {name} needs one score per pool image (Options.scores)")
+    if options.balance and name != "full":
+        idx = _balanced(SELECTORS[name], embedding, labels, k, seed, options)
+    else:
+        idx = SELECTORS[name](embedding, labels, k, seed, options)
+    idx = np.asarray(idx, dtype=np.int64)
+    expected = n if name == "full" else k
+    if len(idx) != expected or len(np.unique(idx)) != expected:
+        raise AssertionError(f"selector {name} returned {len(np.unique(idx))} unique of {expected}")
+    return np.sort(idx)
+
+
+def class_quotas(labels: np.ndarray, k: int) -> dict[int, int]:
+    """Share k over the classes: k // C each, the remainder one each to the largest classes.
+
+    A class smaller than its share gives what it has and the rest goes to the next largest, so
+    the total is always exactly k.
+    """
+    classes, sizes = np.unique(labels, return_counts=True)
+    order = sorted(range(len(classes)), key=lambda i: (-sizes[i], classes[i]))
+    quota = {int(c): 0 for c in classes}
+    left = k
+    while left > 0:
+        open_ = [i for i in order if quota[int(classes[i])] < sizes[i]]
+        share, extra = divmod(left, len(open_))
+        for rank, i in enumerate(open_):
+            c = int(classes[i])
+            give = min(share + (rank < extra), sizes[i] - quota[c])
+            quota[c] += give
+            left -= give
+    return quota
+
+
+def _balanced(
+    rule: Selector, x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options
+) -> np.ndarray:
+    """Apply `rule` within each class with that class's quota (clusters scaled alike)."""
+    quotas = class_quotas(labels, k)
+    clusters = options.clusters or k
+    seeds = np.random.SeedSequence(seed).spawn(len(quotas))
+    parts = []
+    for (c, quota), ss in zip(sorted(quotas.items()), seeds, strict=True):
+        if quota == 0:
+            continue
+        members = np.flatnonzero(labels == c)
+        c_clusters = max(1, min(quota, round(clusters * quota / k)))
+        scores = None if options.scores is None else options.scores[members]
+        c_options = replace(options, clusters=c_clusters, balance=False, scores=scores)
+        c_seed = int(ss.generate_state(1)[0])
+        parts.append(members[rule(x[members], labels[members], quota, c_seed, c_options)])
+    return np.concatenate(parts)
+
+
+FAMILIES = ("baselines", "clusters", "coverage", "scored")
+for _family in FAMILIES:  # each family registers its rules on import
+    importlib.import_module(f"{__name__}.{_family}")
+
+from mnist_pruning.selectors.clusters import allocate  # noqa: E402
+
+__all__ = [
+    "CLUSTER_SELECTORS",
+    "SCORED_SELECTORS",
+    "SELECTORS",
+    "Options",
+    "allocate",
+    "class_quotas",
+    "register",
+    "select",
+]

@@ -1,0 +1,68 @@
+"""MLflow: a sweep is one parent run, subsets are datasets, and a fresh store is never raced."""
+
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from conftest import run_train, search_runs
+from mnist_pruning import report
+
+FAST = ["train.steps=10", "train.warmup_steps=2"]
+
+
+def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path, run_env):
+    sweep_dir = tmp_path / "multirun" / "s1"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    res = run_train([*args, "selector=random", "k=50", "seed=0,1", "train.steps=10,11"], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    parents = search_runs(tmp_path, kind="sweep")
+    p = parents.iloc[0]
+    assert p["status"] == "FINISHED" and p["tags.mlflow.runName"] == str(sweep_dir)
+    assert p["tags.children"] == "4" and p["tags.failed_children"] == "0"
+    assert "seed=0,1" in p["tags.overrides"]
+    runs = search_runs(tmp_path)
+    assert len(runs) == 4 and set(runs["tags.mlflow.parentRunId"]) == {p["run_id"]}
+
+    # the subset is a dataset: same images, same digest; other images, another digest
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    digests = {}
+    for _, r in runs.iterrows():
+        (inp,) = client.get_run(r["run_id"]).inputs.dataset_inputs
+        assert [t.value for t in inp.tags if t.key == "mlflow.data.context"] == ["train"]
+        digests.setdefault(r["params.seed"], set()).add(inp.dataset.digest)
+    assert len(digests["0"]) == 1 and len(digests["1"]) == 1 and digests["0"] != digests["1"]
+
+    # a second sweep with a failing job: its parent ends FAILED with the count; the report
+    # selects one sweep's runs by its directory or its parent's run id
+    bad_dir = tmp_path / "multirun" / "s2"
+    res = run_train(
+        ["-m", f"hydra.sweep.dir={bad_dir}", "selector=nearest", "k=50", "selector.clusters=10,100", *FAST],
+        tmp_path,
+        run_env,
+    )
+    assert res.returncode == 1
+    failed = search_runs(tmp_path, kind="sweep").set_index("tags.sweep").loc[str(bad_dir)]
+    assert failed["status"] == "FAILED" and failed["tags.failed_children"] == "1"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert len(report.fetch_runs(uri, "mnist-pruning", str(sweep_dir))) == 4
+    assert len(report.fetch_runs(uri, "mnist-pruning", failed["run_id"])) == 2
+    assert len(report.fetch_runs(uri, "mnist-pruning")) == 6
+
+
+def test_a_sweep_and_the_report_started_at_once_on_a_fresh_store_never_corrupt_it(tmp_path, run_env):
+    for trial in range(10):
+        cwd = tmp_path / f"t{trial}"
+        cwd.mkdir()
+        env = {**run_env, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+        pipes = {"cwd": cwd, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        train = ["-m", "selector=random", "k=20", "seed=0,1", "train.steps=2", "train.warmup_steps=1"]
+        sweep = subprocess.Popen([sys.executable, "-m", "mnist_pruning.train", *train], **pipes)
+        report_args = ["-m", "mnist_pruning.report", f"out_dir={cwd}/report"]
+        rep = subprocess.Popen([sys.executable, *report_args], **pipes)
+        out, _ = sweep.communicate(timeout=300)
+        rep_out, _ = rep.communicate(timeout=300)
+        assert sweep.returncode == 0, f"trial {trial}: {out[-2000:]}"
+        assert "alembic" not in rep_out and "migration" not in rep_out.lower(), rep_out[-2000:]
+        runs = search_runs(cwd)
+        assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}, f"trial {trial}"

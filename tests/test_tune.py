@@ -1,0 +1,88 @@
+"""The Optuna study: its trials are training runs scored on the validation split only."""
+
+import subprocess
+import sys
+
+import mlflow
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+from mnist_pruning import tracking, tune
+from mnist_pruning import train as train_module
+from mnist_pruning.config import CONF_DIR
+from mnist_pruning.data import load_mnist, split_pool
+from mnist_pruning.training import normalize
+
+
+def compose_tune(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("tune", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_a_study_logs_each_trial_and_never_evaluates_the_test_images(
+    mnist_root, shared_cache, tmp_path, monkeypatch
+):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose_tune(
+        [
+            f"data.root={mnist_root}",
+            f"cache.dir={shared_cache}",
+            f"mlflow.tracking_uri={uri}",
+            f"mlflow.artifact_root={tmp_path}/mlruns",
+            "k=20",
+            "train.steps=10",
+            "tune.trials=3",
+            "tune.seeds=1",
+            "tune.only=[train.lr]",
+        ]
+    )
+    seen = []
+    real_train = train_module.train
+
+    def spy(x, y, evals, *args, **kwargs):
+        seen.append({name: images.clone() for name, (images, _) in evals.items()})
+        return real_train(x, y, evals, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    exp = tracking.ensure_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
+    study = tune.study(cfg, exp)
+
+    assert len(study.trials) == 3 and all(t.value is not None for t in study.trials)
+    data = load_mnist(mnist_root)
+    _, val = split_pool(60_000, 10_000, cfg.data.validation_seed)
+    expected = normalize(data.train_images[val], cfg.data.mean, cfg.data.std)
+    test = normalize(data.test_images, cfg.data.mean, cfg.data.std)
+    assert [list(s) for s in seen] == [["val"]] * 3
+    for s in seen:
+        assert torch.equal(s["val"], expected) and not torch.equal(s["val"], test)
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tuning"])
+    assert len(runs) == 3 and set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["tags.tune_trial"]) == ["0", "1", "2"]
+    assert "metrics.test_acc" not in runs and runs["metrics.val_acc"].notna().all()
+    by_trial = {int(r["tags.tune_trial"]): float(r["params.train.lr"]) for _, r in runs.iterrows()}
+    assert by_trial == {t.number: t.params["train.lr"] for t in study.trials}
+    text = tune.best_yaml(study, cfg)
+    assert "regimes:\n  tiny:\n    lr: " in text
+
+
+def test_tuning_without_a_validation_split_is_one_line(tmp_path, run_env):
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_pruning.tune", "data.validation_size=0", "tune.trials=1"],
+        cwd=tmp_path,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    errors = [ln for ln in (out.stdout + out.stderr).splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and "data.validation_size=0 is not allowed" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # checked before the store is opened
