@@ -1,16 +1,20 @@
 """Measure what makes a sweep fast, as ratios within one run of this script.
 
-    python benchmarks/bench.py                 # the full measurement (about 13 minutes on 2 cores)
+    python benchmarks/bench.py                 # the full measurement (about 25 minutes on 2 cores)
     python benchmarks/bench.py --tiny          # seconds: checks that the script still works
 
 Prints a table and writes JSON (--out, default benchmarks/results.json):
-- training images/s: the project's loop vs a plain PyTorch loop over the same in-memory tensors
-  vs the original harness's DataLoader over PIL images with per-image transforms;
-  and what augmentation costs on top of a step;
+- training images/s: the project's loop (channels_last) vs a plain PyTorch loop (NCHW) over the
+  same in-memory tensors vs the original harness's DataLoader over PIL images with per-image
+  transforms; and what augmentation (affine + elastic) costs on top of a step;
 - k-means cold fit time and inertia, this project's vs scikit-learn's KMeans (n_init=1);
-- warm selection time (k-means fit cached);
-- per-run overhead outside training (run wall time minus train_seconds), cold and warm;
-- an 8-run sweep, sequential vs 2 parallel jobs (joblib launcher).
+- warm selection time (k-means fit cached); cold and warm selection time of each newer method
+  (hybrid, herding, facility location, EL2N, forgetting, the classifier embedding), and facility
+  location's peak memory at k = 10,000;
+- per-run overhead outside training (run wall time minus train_seconds), cold and warm, and the
+  wall time of a cached one-step run;
+- an 8-run sweep, sequential vs 2 parallel jobs (joblib launcher), and from it the projected
+  wall time of `+experiment=frontier` on this machine with 2 jobs.
 """
 
 from __future__ import annotations
@@ -27,36 +31,36 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
 from mnist_pruning.cache import Cache
 from mnist_pruning.cluster import kmeans
+from mnist_pruning.config import CONF_DIR
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.model import LeNet5
-from mnist_pruning.selectors import Options, select
-from mnist_pruning.train import cached_kmeans
+from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
+from mnist_pruning.train import cached_kmeans, embedding_of, recipe_of, scores_of
 from mnist_pruning.training import Recipe, normalize, train
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.1307, 0.3081
 
 
+def config(overrides: list[str]) -> DictConfig:
+    """The training config as a run would compose it (conf/ is the single source of settings)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
 def recipe(steps: int, augment: bool) -> Recipe:
-    return Recipe(
-        steps=steps,
-        batch_size=128,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-4,
-        warmup_steps=min(100, steps),
-        augment=augment,
-        aug_rotate=10.0,
-        aug_translate=0.1,
-        aug_scale=0.1,
-        eval_every=0,
-        eval_batch_size=2000,
-        log_every=0,
-    )
+    """The recipe of a k = 100 run (affine + elastic maps when augmenting), for `steps` steps."""
+    cfg = config(["k=100", f"train.steps={steps}", f"train.augment={augment}", "train.log_every=0"])
+    return recipe_of(cfg)
 
 
 class ProjectLoop:
@@ -207,6 +211,70 @@ def bench_warm_selection(x: np.ndarray, labels: np.ndarray, k: int, cache_dir: s
     return {"k": k, "warm_select_seconds": out}
 
 
+def bench_methods(root: str, ks: list[int], cache_dir: str, tiny: bool) -> list[dict]:
+    """Cold (nothing cached: k-means fits, score trainings, classifier) and warm (a new process's
+    cache) selection time of the newer methods, on the 60k pool (a 2,000-image pool if tiny)."""
+    from mnist_pruning.train import get_cache
+
+    data = load_mnist(root)
+    pool = np.arange(2000 if tiny else len(data.train_labels))
+    labels = data.train_labels.numpy()
+    quick = ["selector.score.epochs=2", "selector.score.inits=1", "embedding.epochs=1"] if tiny else []
+    methods = {
+        "hybrid": ["selector=hybrid"],
+        "herding": ["selector=herding"],
+        "facility_location": ["selector=facility_location"],
+        "el2n": ["selector=el2n"],
+        "forgetting": ["selector=forgetting"],
+        "nearest on the classifier embedding": ["selector=nearest", "embedding=classifier"],
+    }
+    rows = []
+    for name, overrides in methods.items():
+        for k in ks:
+            times = {}
+            for phase in ("cold", "warm"):
+                get_cache.cache_clear()  # a new process's view of the cache
+                cfg = config([*overrides, f"k={k}", f"cache.dir={cache_dir}/{name}", *quick])
+                cache = get_cache(cfg.cache.dir, True)
+                start = time.perf_counter()
+                x = embedding_of(cfg, data, pool, cache) if "classifier" in name else pca_of(data, cache)
+                scored = cfg.selector.name in SCORED_SELECTORS
+                scores = scores_of(cfg, data, pool, cache) if scored else None
+                opts = Options(
+                    clusters=cfg.selector.get("clusters"),
+                    neighbors=cfg.selector.neighbors,
+                    scores=scores,
+                    kmeans=lambda p, n, s, c=cache: cached_kmeans(c, 100, 1e-4, p, n, s),
+                )
+                select(cfg.selector.name, x[pool], labels[pool], k, 0, opts)
+                times[phase] = time.perf_counter() - start
+            rows.append({"method": name, "k": k, **{f"{p}_seconds": t for p, t in times.items()}})
+    return rows
+
+
+def pca_of(data, cache: Cache) -> np.ndarray:
+    """PCA-50 of the training images, cached like a run's embedding (not counted as selection)."""
+    return cache.get("bench-pca", {"data": data.fingerprint}, lambda: {"x": pca(data.train_flat(), 50)})["x"]
+
+
+def bench_facility_location_memory(root: str, k: int, n: int) -> dict:
+    """Facility location on the PCA-50 pool in a fresh process: its wall time and peak memory."""
+    script = f"""
+import resource, time, numpy as np
+from mnist_pruning.data import load_mnist
+from mnist_pruning.embed import pca
+from mnist_pruning.selectors import select
+d = load_mnist({root!r}); x = pca(d.train_flat()[:{n}], 50)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter(); select("facility_location", x, d.train_labels.numpy()[:{n}], {k}, 0)
+print(time.perf_counter() - t, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    seconds, before_kb, peak_kb = res.stdout.split()[-3:]
+    return {"k": k, "pool": n, "seconds": float(seconds), "peak_gib": int(peak_kb) / 2**20,
+            "before_gib": int(before_kb) / 2**20}
+
+
 def sweep(args: list[str], env: dict, cwd: Path) -> float:
     start = time.perf_counter()
     res = subprocess.run(
@@ -253,16 +321,41 @@ def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int) -> d
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/par.db"
         par_wall = sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common], env, tmp)
         par = runs_of(env["MLFLOW_TRACKING_URI"])
+        par = par[par["tags.kind"] == "train"]
         assert (par["status"] == "FINISHED").sum() == n_runs
+
+        # a cached one-step run: store, MNIST checks and embedding all there already
+        one = ["selector=random", "k=100", "train.steps=1"]
+        one_step = sorted(sweep(one, env, tmp) for _ in range(3))[1]
     return {
         "cold_run_wall_seconds": cold_wall,
         "cold_overhead_seconds": cold_wall - float(cold["metrics.train_seconds"]),
+        "one_step_run_wall_seconds": one_step,
+        "parallel_seconds_per_step": float(np.median(par["metrics.train_seconds"])) / steps,
         "warm_overhead_seconds_median": float(np.median(gaps[1:])),  # the first job parses MNIST
         "sweep_runs": n_runs,
         "sweep_sequential_seconds": seq_wall,
         "sweep_parallel_2_jobs_seconds": par_wall,
         "parallel_speedup": seq_wall / par_wall,
     }
+
+
+def experiment_jobs(name: str) -> list[list[str]]:
+    """Every job's overrides of a named experiment (conf/experiment/NAME.yaml), as its sweep runs."""
+    grids = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").hydra.sweeper.grids
+    return [[*job, f"+experiment={name}"] for job in expand(OmegaConf.to_container(grids), [])]
+
+
+def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict:
+    """The sweep's wall time projected from the 2-job sample: each run costs the sample's
+    per-run overhead plus its own steps (its regime's) at the sample's seconds per step."""
+    s_step = sweep_result["parallel_seconds_per_step"]
+    slot = sweep_result["sweep_parallel_2_jobs_seconds"] * jobs_at_once / sweep_result["sweep_runs"]
+    overhead = slot - s_step * sweep_result["sample_steps"]
+    steps = [config(job).train.steps for job in experiment_jobs(name)]
+    total = sum(overhead + s_step * n for n in steps) / jobs_at_once
+    return {"experiment": name, "runs": len(steps), "steps": int(sum(steps)), "minutes": total / 60,
+            "overhead_seconds": overhead, "seconds_per_step": s_step}
 
 
 def table(results: dict) -> str:
@@ -298,7 +391,23 @@ def table(results: dict) -> str:
         f"| {o['warm_overhead_seconds_median']:.2f} s |",
         f"| {o['sweep_runs']}-run sweep, sequential / 2 parallel jobs "
         f"| {seq:.0f} s / {par:.0f} s = {o['parallel_speedup']:.2f}x |",
+        f"| cached one-step run (`train.steps=1`), wall time | {o['one_step_run_wall_seconds']:.1f} s |",
     ]
+    p = results["projection"]
+    lines.append(
+        f"| `+experiment={p['experiment']}` projected on 2 jobs ({p['runs']} runs, {p['steps']:,} steps) "
+        f"| {p['minutes']:.0f} min |"
+    )
+    for r in results["methods"]:
+        lines.append(
+            f"| selection, {r['method']}, k={r['k']:,}: cold / warm | {r['cold_seconds']:.1f} s / "
+            f"{r['warm_seconds']:.2f} s |"
+        )
+    f = results["facility_location"]
+    lines.append(
+        f"| facility location, k={f['k']:,} of {f['pool']:,}, fresh process: time, peak memory "
+        f"| {f['seconds']:.1f} s, {f['peak_gib']:.2f} GiB |"
+    )
     return "\n".join(lines)
 
 
@@ -324,8 +433,16 @@ def main(argv: list[str] | None = None) -> dict:
         k = 50 if a.tiny else 10_000
         xs = x[:2000] if a.tiny else x
         results["warm_selection"] = bench_warm_selection(xs, labels[: len(xs)], k, cache_dir)
+    sample_steps = 5 if a.tiny else 1500
     results["sweep"] = bench_overhead_and_parallel(
-        a.root, steps=5 if a.tiny else 1500, n_runs=2 if a.tiny else 8, k=20 if a.tiny else 1000
+        a.root, steps=sample_steps, n_runs=2 if a.tiny else 8, k=20 if a.tiny else 1000
+    )
+    results["sweep"]["sample_steps"] = sample_steps
+    results["projection"] = projected_wall("frontier", results["sweep"])
+    with tempfile.TemporaryDirectory() as cache_dir:
+        results["methods"] = bench_methods(a.root, [20] if a.tiny else [100, 10_000], cache_dir, a.tiny)
+    results["facility_location"] = bench_facility_location_memory(
+        a.root, k=50 if a.tiny else 10_000, n=2000 if a.tiny else 60_000
     )
     print(table(results))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,3 +26,11 @@ def test_bench_tiny_runs_and_writes_every_measure(tmp_path, mnist_root, monkeypa
     assert all(0.9 < r["inertia_vs_sklearn"] < 1.1 for r in results["kmeans"])
     assert set(results["warm_selection"]["warm_select_seconds"]) == {"nearest", "furthest", "cluster_random"}
     assert results["sweep"]["sweep_runs"] == 2 and results["sweep"]["parallel_speedup"] > 0
+    assert results["sweep"]["one_step_run_wall_seconds"] > 0
+    p = results["projection"]
+    assert p["experiment"] == "frontier" and p["runs"] == len(bench.experiment_jobs("frontier")) > 100
+    assert p["minutes"] > 0
+    methods = {r["method"] for r in results["methods"]}
+    assert {"hybrid", "herding", "facility_location", "el2n", "forgetting"} <= methods
+    assert all(r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in results["methods"])
+    assert results["facility_location"]["peak_gib"] > 0

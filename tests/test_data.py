@@ -103,3 +103,23 @@ def test_validation_split_is_disjoint_fixed_and_sized():
     assert np.array_equal(split_pool(1000, 100, seed=0)[1], val)
     pool0, val0 = split_pool(1000, 0, seed=0)
     assert len(pool0) == 1000 and len(val0) == 0
+
+
+def test_checked_files_are_not_hashed_again_until_they_change(tiny_mnist, monkeypatch, tmp_path):
+    from mnist_pruning import data as data_module
+
+    root, sums, _ = tiny_mnist
+    stamps = tmp_path / "cache" / "mnist-md5.json"
+    hashed = []
+    real = data_module.file_md5
+    monkeypatch.setattr(data_module, "file_md5", lambda p: hashed.append(p.name) or real(p))
+    first = data_module.verify_files(root, sums, False, stamps)
+    assert len(hashed) == 4 and stamps.is_file()
+    assert data_module.verify_files(root, sums, False, stamps) == first and len(hashed) == 4
+    path = data_module.raw_dir(root) / "train-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1  # a changed file: new size or mtime, hashed again and caught
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="corrupt"):
+        data_module.verify_files(root, sums, False, stamps)
+    assert hashed[-1] == "train-labels-idx1-ubyte"

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from mlflow.artifacts import download_artifacts
 
 from conftest import run_train, search_runs
@@ -21,6 +23,9 @@ def test_single_run_lands_in_mlflow_with_params_metrics_artifacts(tmp_path, run_
     assert r["params.selector"] == "nearest" and r["params.k"] == "100"
     assert r["params.pca_dims"] == "50" and r["params.seed"] == "0"
     assert r["params.selector.clusters"] == "100" and r["params.train.steps"] == "20"
+    assert r["params.train.regime"] == "small"  # k = 100; the regime's own settings are logged
+    assert r["params.train.elastic_alpha"] == "34.0" and r["params.train.label_smoothing"] == "0.1"
+    assert not any(c.startswith("params.train.regimes") for c in r.index)  # the table is not
     for key in ("train.lr", "train.batch_size", "train.weight_decay", "train.augment"):
         assert f"params.{key}" in r
     assert 0.0 <= r["metrics.test_acc"] <= 1.0
@@ -96,3 +101,25 @@ def test_two_job_joblib_multirun_loses_nothing(tmp_path, run_env):
     runs = search_runs(tmp_path)
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert sorted(runs["params.selector"]) == ["nearest", "random"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+def test_a_short_job_trains_on_cuda(tmp_path, run_env):
+    res = run_train(["device=cuda", "selector=nearest", "k=100", "train.steps=20"], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    r = search_runs(tmp_path).iloc[0]
+    assert r["status"] == "FINISHED" and r["params.device"] == "cuda" and 0 <= r["metrics.test_acc"] <= 1
+
+
+def test_model_scored_selectors_and_the_classifier_embedding_run_from_the_command_line(tmp_path, run_env):
+    quick = ["selector.score.epochs=2", "selector.score.inits=1", "embedding.epochs=1", *FAST]
+    for args in (
+        ["selector=el2n", "selector.keep=hard", "k=50"],
+        ["selector=forgetting", "selector.balance=true", "k=50"],
+        ["selector=nearest", "embedding=classifier", "k=50"],
+    ):
+        res = run_train([*args, *quick], tmp_path, run_env)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    runs = search_runs(tmp_path)
+    assert set(runs["status"]) == {"FINISHED"} and set(runs["metrics.train_size"]) == {50}
+    assert set(runs["params.selector.name"]) == {"el2n", "forgetting", "nearest"}

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from functools import lru_cache, partial
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -125,7 +126,8 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         torch.set_num_threads(threads_per_job(cfg.threads, HydraConfig.get()))
         mlflow.set_tag("torch_threads", str(torch.get_num_threads()))
         device = resolve_device(cfg.device)
-        data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify)
+        stamps = Path(cfg.cache.dir) / "mnist-md5.json" if cfg.cache.enabled else None
+        data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify, stamp_file=stamps)
         cache = get_cache(cfg.cache.dir, cfg.cache.enabled)
         pool, val = split_pool(len(data.train_labels), cfg.data.validation_size, cfg.data.validation_seed)
 

@@ -25,6 +25,23 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf)
 
 
+def expand(grids: list[dict[str, str]], arguments: list[str], parser: Any = None) -> list[list[str]]:
+    """The jobs of a union of grids: each grid's product with `arguments` last (they win),
+    duplicates dropped. Also used to count and cost an experiment's jobs (benchmarks/bench.py)."""
+    parser = parser or OverridesParser.create()
+    seen: set[tuple[str, ...]] = set()
+    jobs = []
+    for grid in grids or [{}]:
+        params = [f"{k}={v}" for k, v in grid.items()] + list(arguments)
+        (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
+        for job in batch:
+            key = tuple(sorted(job))
+            if key not in seen:
+                seen.add(key)
+                jobs.append(job)
+    return jobs
+
+
 class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, grids: Any = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=None)
@@ -33,18 +50,7 @@ class GridSweeper(BasicSweeper):
     def jobs(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides: each grid's product, command line last, duplicates dropped."""
         loader = self.hydra_context.config_loader if self.hydra_context else None
-        parser = OverridesParser.create(config_loader=loader)
-        seen: set[tuple[str, ...]] = set()
-        jobs = []
-        for grid in self.grids:
-            params = [f"{k}={v}" for k, v in grid.items()] + list(arguments)
-            (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
-            for job in batch:
-                key = tuple(sorted(job))
-                if key not in seen:
-                    seen.add(key)
-                    jobs.append(job)
-        return jobs
+        return expand(self.grids, arguments, OverridesParser.create(config_loader=loader))
 
     def sweep(self, arguments: list[str]) -> Any:
         self._jobs = self.jobs(arguments)
