@@ -105,8 +105,8 @@ def test_best_experiment_is_the_frontier_winner(make_cfg):
         (["k=51"], "small"),
         (["k=500"], "small"),
         (["k=501"], "large"),
-        (["k=20000"], "large"),
-        (["k=20001"], "full"),
+        (["k=2000"], "large"),
+        (["k=2001"], "full"),
         (["selector=full"], "full"),
         (["selector=full", "data.validation_size=10000"], "full"),
         (["k=100", "train.regime=full"], "full"),
@@ -119,7 +119,7 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
     assert cfg.train.regime == regime
     assert cfg.train.steps == cfg.train.regimes[regime].steps
     bounds = cfg.train.regime_bounds
-    assert (bounds.tiny, bounds.small, bounds.large, bounds.full) == (50, 500, 20000, 60000)
+    assert (bounds.tiny, bounds.small, bounds.large, bounds.full) == (50, 500, 2000, 60000)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept

@@ -355,6 +355,8 @@ def validate(cfg: DictConfig) -> None:
         dims,
         f"null or an integer from 1 to {N_PIXELS}",
     )
+    if cfg.embedding.name == "classifier":
+        _check(dims in (None, 84), "embedding.dims", dims, "84 (LeNet-5's penultimate layer) or null")
     if cfg.selector.name in CLUSTER_SELECTORS:
         c = cfg.selector.clusters
         _check(
