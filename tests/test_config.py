@@ -7,7 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from conftest import REPO
-from mnist_pruning.config import CONF_DIR, ConfigError, register_configs, validate
+from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
+from mnist_pruning.validation import validate
 
 register_configs()
 

@@ -229,17 +229,21 @@ def open_sweep(tracking_uri: str, experiment_id: str, sweep_dir: str, overrides:
     return MlflowClient(tracking_uri).create_run(experiment_id, run_name=sweep_dir, tags=tags).info.run_id
 
 
-def sweep_parent(tracking_uri: str, experiment_id: str, sweep_dir: str) -> str | None:
-    """The run id of the newest parent run of this sweep directory, if any."""
+def newest_run(tracking_uri: str, experiment_id: str, filter_string: str) -> Any | None:
+    """The most recently started run matching an MLflow search filter, if any."""
     from mlflow.tracking import MlflowClient
 
     runs = MlflowClient(tracking_uri).search_runs(
-        [experiment_id],
-        f"tags.kind = '{SWEEP_TAG}' and tags.sweep = '{_quote(sweep_dir)}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        [experiment_id], filter_string, order_by=["attributes.start_time DESC"], max_results=1
     )
-    return runs[0].info.run_id if runs else None
+    return runs[0] if runs else None
+
+
+def sweep_parent(tracking_uri: str, experiment_id: str, sweep_dir: str) -> str | None:
+    """The run id of the newest parent run of this sweep directory, if any."""
+    query = f"tags.kind = '{SWEEP_TAG}' and tags.sweep = '{_quote(sweep_dir)}'"
+    run = newest_run(tracking_uri, experiment_id, query)
+    return run.info.run_id if run else None
 
 
 def children(tracking_uri: str, experiment_id: str, parent_id: str) -> list[dict[str, str]]:
@@ -313,15 +317,8 @@ def close_orphans(tracking_uri: str, experiment_id: str) -> int:
 
 def finished_run(tracking_uri: str, experiment_id: str, cfg_hash: str) -> Any | None:
     """The newest FINISHED run of this setting + seed, if any (for resume)."""
-    from mlflow.tracking import MlflowClient
-
-    runs = MlflowClient(tracking_uri).search_runs(
-        [experiment_id],
-        f"tags.config_hash = '{cfg_hash}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    query = f"tags.config_hash = '{cfg_hash}' and attributes.status = 'FINISHED'"
+    return newest_run(tracking_uri, experiment_id, query)
 
 
 def one_line(error: BaseException) -> str:

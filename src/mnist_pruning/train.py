@@ -26,19 +26,13 @@ from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import (
-    CONF_DIR,
-    ConfigError,
-    check_choices,
-    register_configs,
-    user_conf_dirs,
-    validate,
-)
+from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
 from mnist_pruning.embed import SUPERVISED, embed
 from mnist_pruning.scores import ScoreSettings, pool_scores
 from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
+from mnist_pruning.validation import check_choices, user_conf_dirs, validate
 
 log = logging.getLogger(__name__)
 register_configs()

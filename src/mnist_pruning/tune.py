@@ -24,15 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_pruning import tracking
-from mnist_pruning.config import (
-    CONF_DIR,
-    ConfigError,
-    SearchDim,
-    register_configs,
-    schema_type,
-    validate,
-)
+from mnist_pruning.config import CONF_DIR, ConfigError, SearchDim, register_configs
 from mnist_pruning.train import USER_ERRORS, run
+from mnist_pruning.validation import schema_type, validate
 
 log = logging.getLogger(__name__)
 register_configs()

@@ -1,0 +1,183 @@
+"""Checks that Hydra's types cannot express: ranges, names, and the command line before Hydra
+composes, so that bad input is one line naming the key and what is allowed, before any
+expensive work."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mnist_pruning.config import CONF_DIR, Config, ConfigError
+from mnist_pruning.data import N_PIXELS, N_TRAIN
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def schema_type(key: str) -> type | None:
+    """The declared type of a dotted key of the schema (None: not a plain typed field)."""
+    node: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    args = [a for a in typing.get_args(node) if a is not type(None)]
+    node = args[0] if len(args) == 1 else node
+    return node if node in (int, float, bool) else None
+
+
+def _parses_as(value: str, kind: type) -> bool:
+    if value in ("null", "None") or value.startswith("$"):
+        return True
+    if kind is bool:
+        return value.lower() in ("true", "false")
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return kind is not int or float(value).is_integer()
+
+
+# launchers whose Hydra plugin comes with an extra of this package
+LAUNCHER_PLUGINS = {"local": "hydra_submitit_launcher", "slurm": "hydra_submitit_launcher"}
+
+
+def user_conf_dirs(argv: list[str]) -> list[Path]:
+    """The folders a user added with --config-dir / -cd (their own experiment files, say)."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(Path(argv[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
+
+
+def check_launcher(choice: str) -> None:
+    """A launcher whose plugin is not installed: one line naming the extra that brings it."""
+    import importlib.util
+
+    plugin = LAUNCHER_PLUGINS.get(choice)
+    if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+        raise ConfigError(
+            f"hydra/launcher={choice} needs the submitit plugin: pip install 'mnist-pruning[cluster]' "
+            "(hydra/launcher=joblib runs parallel jobs on this machine with the base install)"
+        )
+
+
+def check_choices(overrides: list[str], conf_dir: Path = CONF_DIR, extra_dirs: list[Path] = ()) -> None:
+    """Unknown options of a config group (`selector=nearst`, also inside a sweep list), values
+    of the wrong type (`k=abc`) and launchers whose plugin is missing, as one line naming the key
+    and what is allowed, before Hydra composes anything. `extra_dirs` are --config-dir folders."""
+    names = {int: "an integer", float: "a number", bool: "true or false"}
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or any(c in value for c in "()[]{}*"):
+            continue
+        kind = schema_type(key)
+        if kind is not None:
+            for item in value.split(","):
+                if not _parses_as(item.strip(), kind):
+                    raise ConfigError(f"{key}={item.strip()!r} is not allowed: {names[kind]}")
+        groups = [d / key for d in (conf_dir, *extra_dirs) if (d / key).is_dir()]
+        if key == "hydra/launcher":
+            for choice in value.split(","):
+                check_launcher(choice.strip())
+        if "/" in key or not groups:
+            continue
+        options = sorted({p.stem for g in groups for p in g.glob("*.yaml")})
+        for choice in value.split(","):
+            if choice.strip() not in options:
+                raise ConfigError(f"{key}={choice.strip()!r} is not allowed: one of {', '.join(options)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check names and ranges; raise ConfigError with a one-line message on the first problem."""
+    from mnist_pruning.embed import EMBEDDINGS
+    from mnist_pruning.selectors import CLUSTER_SELECTORS, SCORED_SELECTORS, SELECTORS
+    from mnist_pruning.selectors.scored import KEEP
+
+    names = ", ".join(sorted(SELECTORS))
+    _check(cfg.selector.name in SELECTORS, "selector", cfg.selector.name, f"one of {names}")
+    emb_names = ", ".join(sorted(EMBEDDINGS))
+    _check(cfg.embedding.name in EMBEDDINGS, "embedding", cfg.embedding.name, f"one of {emb_names}")
+
+    pool = N_TRAIN - cfg.data.validation_size
+    _check(
+        0 <= cfg.data.validation_size < N_TRAIN,
+        "data.validation_size",
+        cfg.data.validation_size,
+        f"an integer from 0 to {N_TRAIN - 1}",
+    )
+    if cfg.selector.name != "full":
+        _check(1 <= cfg.k <= pool, "k", cfg.k, f"an integer from 1 to {pool} (the selection pool)")
+    _check(
+        cfg.pca_dims is None or 1 <= cfg.pca_dims <= N_PIXELS,
+        "pca_dims",
+        cfg.pca_dims,
+        f"null (raw pixels) or an integer from 1 to {N_PIXELS}",
+    )
+    dims = cfg.embedding.dims
+    _check(
+        dims is None or 1 <= dims <= N_PIXELS,
+        "embedding.dims",
+        dims,
+        f"null or an integer from 1 to {N_PIXELS}",
+    )
+    if cfg.embedding.name == "classifier":
+        _check(dims in (None, 84), "embedding.dims", dims, "84 (LeNet-5's penultimate layer) or null")
+    if cfg.selector.name in CLUSTER_SELECTORS:
+        c = cfg.selector.clusters
+        _check(
+            c is not None and 1 <= c <= min(cfg.k, pool),
+            "selector.clusters",
+            c,
+            f"an integer from 1 to k={cfg.k} (at least one kept image per cluster)",
+        )
+    sel = cfg.selector
+    _check(sel.neighbors >= 1, "selector.neighbors", sel.neighbors, "an integer >= 1")
+    _check(
+        0 <= sel.easy_fraction <= 1, "selector.easy_fraction", sel.easy_fraction, "a number in [0, 1]"
+    )
+    if sel.name in SCORED_SELECTORS:
+        _check(sel.keep in KEEP, "selector.keep", sel.keep, f"one of {', '.join(KEEP)}")
+        least = 2 if sel.name == "forgetting" else 1  # an event needs two presentations
+        _check(sel.score.epochs >= least, "selector.score.epochs", sel.score.epochs, f"an integer >= {least}")
+        _check(sel.score.inits >= 1, "selector.score.inits", sel.score.inits, "an integer >= 1")
+    t = cfg.train
+    regimes = ", ".join(t.regimes)
+    _check(t.regime in t.regimes, "train.regime", t.regime, f"one of {regimes} (conf/train)")
+    _check(t.steps >= 1, "train.steps", t.steps, "an integer >= 1")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
+    _check(t.lr > 0, "train.lr", t.lr, "a number > 0")
+    _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "a number in [0, 1)")
+    _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a number >= 0")
+    _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "an integer >= 0")
+    _check(t.elastic_alpha >= 0, "train.elastic_alpha", t.elastic_alpha, "a number >= 0 (0: off)")
+    _check(t.elastic_sigma > 0, "train.elastic_sigma", t.elastic_sigma, "a number of pixels > 0")
+    _check(
+        0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "a number in [0, 1)"
+    )
+    _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "0 (off) or an integer >= 1")
+    _check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+    _check(cfg.kmeans.max_iter >= 1, "kmeans.max_iter", cfg.kmeans.max_iter, "an integer >= 1")
+    _check(cfg.device in DEVICES, "device", cfg.device, f"one of {', '.join(DEVICES)}")
+    _check(
+        cfg.threads is None or cfg.threads >= 1,
+        "threads",
+        cfg.threads,
+        "null (torch's default) or an integer >= 1",
+    )
+    _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
