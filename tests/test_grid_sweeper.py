@@ -24,7 +24,8 @@ def as_dicts(jobs):
 
 def test_small_grid_is_the_union_without_impossible_cells():
     jobs = as_dicts(GridSweeper(grids=small_grids()).jobs([]))
-    assert len(jobs) == 30 + 90 + 75
+    assert len(jobs) == 5 + 30 + 90 + 75
+    assert sum(j["selector"] == "full" for j in jobs) == 5
     assert sum(j["selector"] == "random" for j in jobs) == 30
     assert not any(j.get("selector.clusters") == "500" and j["k"] == "60" for j in jobs)
     assert all("selector.clusters" not in j for j in jobs if j["selector"] == "random")
@@ -33,7 +34,7 @@ def test_small_grid_is_the_union_without_impossible_cells():
 
 def test_command_line_applies_to_every_grid_and_wins():
     jobs = as_dicts(GridSweeper(grids=small_grids()).jobs(["seed=0", "train.steps=5"]))
-    assert len(jobs) == (30 + 90 + 75) // 5
+    assert len(jobs) == (5 + 30 + 90 + 75) // 5
     assert all(j["seed"] == "0" and j["train.steps"] == "5" for j in jobs)
 
 
@@ -58,3 +59,16 @@ def test_frontier_covers_every_selector_at_every_k():
         assert {j["k"] for j in cells} == ks
         assert all(sum(j["k"] == k for j in cells) % 5 == 0 for k in ks)  # whole sets of 5 seeds
     assert len(jobs) == 310
+
+
+def test_original_all_grid_has_every_possible_cell_once():
+    grids = OmegaConf.to_container(
+        OmegaConf.load(REPO / "conf/experiment/original_all.yaml").hydra.sweeper.grids
+    )
+    jobs = as_dicts(GridSweeper(grids=grids).jobs([]))
+    assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs) == 1160 + 30 + 5
+    clustered = [j for j in jobs if "selector.clusters" in j]
+    assert all(int(j["k"]) >= int(j["selector.clusters"]) for j in clustered)
+    assert {j["embedding"] for j in clustered} == {"pixels", "pca"}
+    assert {j["selector"] for j in clustered} == {"nearest", "furthest", "hybrid", "cluster_random"}
+    assert {j["selector.clusters"] for j in clustered} == {"10", "50", "100", "500", "1000", "5000", "10000"}

@@ -81,7 +81,9 @@ def test_runs_log_to_an_http_tracking_server(tmp_path, run_env, mlflow_server):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("mnist-pruning")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'train'")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'sweep'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["selector"] for r in runs} == {"random", "nearest"}
     names = {a.path for a in client.list_artifacts(runs[0].info.run_id)}

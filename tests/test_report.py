@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from mnist_pruning import report
+from mnist_pruning.config import ReportConfig
 from mnist_pruning.figures import montage_grid, save_montage
 
 EXP = "report-test"
@@ -32,6 +33,7 @@ def add_run(
     metric="test_acc",
     steps="50",
     regime=None,
+    keep=None,
 ):
     params = {
         "selector": selector,
@@ -49,11 +51,13 @@ def add_run(
     }
     if regime is not None:
         params["train.regime"] = regime
+    if keep is not None:
+        params["selector.keep"] = keep
     run = client.create_run(exp_id, run_name=f"{selector}-k{k}-s{seed}", tags={"kind": "train"})
     rid = run.info.run_id
     for key, value in params.items():
         client.log_param(rid, key, value)
-    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}")
+    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}-{keep}")
     for key, value in {
         metric: acc,
         "train_size": k,
@@ -112,7 +116,8 @@ def test_medians_counts_flags_and_smallest_k(store):
 def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
     uri, _ = store
     out = tmp_path / "reports"
-    cfg = OmegaConf.create(
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(ReportConfig),
         {
             "mlflow": {
                 "tracking_uri": uri,
@@ -126,7 +131,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
             "montage_k": None,
             "min_seeds": 5,
             "results_file": None,
-        }
+        },
     )
     report.write_report(cfg)
     assert "| random | pca50 | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
@@ -255,3 +260,49 @@ def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regime
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
     assert "| random | pca50 | - | no | 20 | tiny | 5 | 0.8000 |" in md
     assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md
+
+
+def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        add_run(client, exp_id, "full", 60000, seed, 0.990 + 0.001 * seed, keep="easy")  # median 0.992
+        for k, easy, hard in [(3000, 0.985, 0.980), (10000, 0.988, 0.9895), (30000, 0.990, 0.9925)]:
+            add_run(client, exp_id, "el2n", k, seed, easy, keep="easy")
+            add_run(client, exp_id, "el2n", k, seed, hard, keep="hard")
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished)
+    assert set(s["selector"]) == {"full", "el2n-easy", "el2n-hard"} and set(s["other"]) == {""}
+    reference, near = report.near_full(s, 0.003)
+    assert reference == pytest.approx(0.992)
+    near = near.set_index("curve")
+    assert near.loc["el2n-easy pca50", "smallest_k"] == 30000  # 0.988 < 0.989 <= 0.990
+    assert near.loc["el2n-hard pca50", "smallest_k"] == 10000
+    md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc", gap=0.003)
+    assert "within 0.003 of full data's (0.9920), i.e. reaches 0.9890" in md
+    assert "| el2n-hard pca50 | 3000,10000,30000 | 10000 |" in md
+    assert report.near_full(s[s["selector"] != "full"], 0.003)[0] is None
+
+
+def test_comparison_with_another_study_matches_setting_by_setting(store):
+    uri, _ = store
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished)
+    theirs = pd.DataFrame(
+        {
+            "selector": ["random", "random", "nearest", "random"],
+            "clusters": ["-", "-", "k", "-"],
+            "k": ["100", "200", "100", "60"],
+            "median_acc": ["0.80", "0.97", "0.90", "0.5"],
+        }
+    )
+    table = report.compare(s, theirs)
+    assert table["median_acc"].tolist()[:3] == pytest.approx([0.84, 0.96, 0.96])
+    assert pd.isna(table["median_acc"].iloc[3])  # a setting not run here
+    assert table["difference"].tolist()[:3] == pytest.approx([0.04, -0.01, 0.06])
+    md = report.comparison_markdown(table, "original", "test_acc")
+    assert "| random | 84.0 / 80.0 | 96.0 / 97.0 | not run / 50.0 |" in md
+    assert "| nearest ck | 96.0 / 90.0 |  |  |" in md
+    with pytest.raises(report.ReportError, match="needs the columns"):
+        report.compare(s, theirs.drop(columns="k"))

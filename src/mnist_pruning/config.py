@@ -210,6 +210,8 @@ class ReportConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     metric: str = "test_acc"  # test_acc, or val_acc for tuning runs (a validation split)
     target_acc: float = 0.95
+    near_full: float | None = 0.003  # also the smallest k within this of full data's median
+    reference: str | None = None  # a CSV of another study's medians to set beside these
     out_dir: str = "reports"
     montage_k: int | None = None  # k of the selected_examples.png rows; None: the smallest k run
     min_seeds: int = 5  # groups with fewer seeds are flagged

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from mnist_pruning import figures, tracking
 from mnist_pruning.config import CONF_DIR, register_configs
+from mnist_pruning.selectors import SCORED_SELECTORS
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -42,6 +43,7 @@ MAIN_PARAMS = {
         "pca_dims",
         "selector.clusters",
         "selector.balance",
+        "selector.keep",
         "k",
         "train.regime",
     )
@@ -126,6 +128,8 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
         return text.get(f"params.{key}", pd.Series("None", index=df.index))
 
     out["selector"] = p("selector.name")
+    scored = out["selector"].isin(sorted(SCORED_SELECTORS))
+    out["selector"] = out["selector"].where(~scored, out["selector"] + "-" + p("selector.keep"))
     dims = p("embedding.dims")
     out["embedding"] = p("embedding.name") + dims.where(dims != "None", "")
     clusters, k = p("selector.clusters"), p("k")
@@ -230,8 +234,84 @@ def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["curve", "k_values", "smallest_k", "interpolated_k"])
 
 
+def full_reference(summary: pd.DataFrame) -> float | None:
+    """The full-data median the large end is measured against: that of the default full-data
+    setting (no setting in brackets), else the best full-data setting; None without full runs."""
+    full = summary[summary["selector"] == "full"]
+    if full.empty:
+        return None
+    default = full[full["other"] == ""]
+    return float((default if not default.empty else full)["median_acc"].max())
+
+
+def near_full(summary: pd.DataFrame, gap: float) -> tuple[float | None, pd.DataFrame]:
+    """Per curve, the smallest k whose median is within `gap` of the full-data median (the
+    large-data answer: how much can be pruned without losing accuracy)."""
+    reference = full_reference(summary)
+    if reference is None:
+        return None, pd.DataFrame(columns=["curve", "k_values", "smallest_k", "interpolated_k"])
+    return reference, smallest_k(summary, reference - gap)
+
+
+def compare(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """This study's medians beside another study's, a row per row of `reference`: a table with
+    `median_acc` and the setting columns it is matched on (selector and k, and any of embedding,
+    clusters, balance; clusters '-' for none, k of full data 'full')."""
+    keys = [c for c in ("selector", "embedding", "clusters", "balance", "k") if c in reference]
+    if "selector" not in keys or "k" not in keys or "median_acc" not in reference:
+        raise ReportError("reference: needs the columns selector, k and median_acc")
+    ours = as_text(summary[["selector", "embedding", "clusters", "balance"]])
+    ours["k"] = np.where(summary["selector"] == "full", "full", summary["k"].astype(str))
+    ours[["median_acc", "seeds"]] = summary[["median_acc", "seeds"]]
+    clash = ours.duplicated(keys, keep=False)
+    if clash.any():
+        raise ReportError(f"reference: several settings match {keys}; report one experiment or sweep")
+    ref = as_text(reference[keys]).assign(reference=reference["median_acc"].astype(float))
+    out = ref.merge(ours[[*keys, "median_acc", "seeds"]], how="left", on=keys)
+    return out.assign(difference=out["median_acc"] - out["reference"])
+
+
+def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str) -> str:
+    """The comparison as a table: a row per curve, a column per k, each cell 'ours / theirs'."""
+    clusters = table.get("clusters", pd.Series("-", index=table.index))
+    table = table.assign(curve=table["selector"] + np.where(clusters == "-", "", " c" + clusters))
+    ks = list(dict.fromkeys(table["k"]))
+    lines = [
+        "| curve | " + " | ".join(f"k = {k}" for k in ks) + " |",
+        "| --- |" + " ---: |" * len(ks),
+    ]
+    for curve, part in table.groupby("curve", sort=False):
+        cells = []
+        for k in ks:
+            row = part[part["k"] == k]
+            if row.empty:
+                cells.append("")
+                continue
+            r = row.iloc[0]
+            ours = "not run" if pd.isna(r["median_acc"]) else f"{100 * r['median_acc']:.1f}"
+            cells.append(f"{ours} / {100 * r['reference']:.1f}")
+        lines.append(f"| {curve} | " + " | ".join(cells) + " |")
+    note = f"Each cell: this study's median {metric} / {reference_name}'s, in percent."
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def answer_table(answer: pd.DataFrame) -> list[str]:
+    lines = ["| curve | k run | smallest k | interpolated k |", "| --- | --- | ---: | ---: |"]
+    for _, r in answer.iterrows():
+        k = "not reached" if pd.isna(r["smallest_k"]) else str(int(r["smallest_k"]))
+        ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
+        lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
+    return lines
+
+
 def markdown(
-    summary: pd.DataFrame, answer: pd.DataFrame, target: float, runs: Runs, min_seeds: int, metric: str
+    summary: pd.DataFrame,
+    answer: pd.DataFrame,
+    target: float,
+    runs: Runs,
+    min_seeds: int,
+    metric: str,
+    gap: float | None = None,
 ) -> str:
     usual = usual_values(as_text(runs.finished[setting_columns(runs.finished)]))
     lines = [
@@ -248,11 +328,13 @@ def markdown(
             f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
         )
     lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]
-    lines += ["| curve | k run | smallest k | interpolated k |", "| --- | --- | ---: | ---: |"]
-    for _, r in answer.iterrows():
-        k = "not reached" if pd.isna(r["smallest_k"]) else str(int(r["smallest_k"]))
-        ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
-        lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
+    lines += answer_table(answer)
+    if gap is not None:
+        reference, near = near_full(summary, gap)
+        if reference is not None and not near.empty:
+            lines += ["", f"Smallest k whose median {metric} is within {gap:g} of full data's "
+                      f"({reference:.4f}), i.e. reaches {reference - gap:.4f}:", ""]
+            lines += answer_table(near)
     notes = [f"{len(runs.finished)} finished runs"]
     for regime, values in usual.items():
         if values:
@@ -306,6 +388,8 @@ def write_report(cfg: DictConfig) -> Path:
         raise ReportError(f"metric={cfg.metric!r}: must be one of {', '.join(METRICS)}")
     if cfg.results_file:  # check the markers before any work
         block_of(Path(cfg.results_file), Path(cfg.out_dir).name)
+    if cfg.reference and not Path(cfg.reference).is_file():
+        raise ReportError(f"reference={cfg.reference}: no such file (a CSV of selector, k, median_acc)")
     m = cfg.mlflow
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +403,11 @@ def write_report(cfg: DictConfig) -> Path:
     answer = smallest_k(summary, cfg.target_acc)
     summary.to_csv(out / "summary.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
-    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric)
+    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full)
+    if cfg.reference:
+        table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
+        table.to_csv(out / "comparison.csv", index=False)
+        md += "\n" + comparison_markdown(table, Path(cfg.reference).stem, cfg.metric)
     (out / "summary.md").write_text(md)
     print(md)
     if cfg.results_file:

@@ -28,6 +28,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_pruning.selectors import SCORED_SELECTORS
+
 log = logging.getLogger(__name__)
 
 # keys that say where or how a run executes, not what it computes: left out of the config hash
@@ -82,7 +84,7 @@ def config_hash(cfg: DictConfig) -> str:
 def run_name(cfg: DictConfig) -> str:
     """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1."""
     sel = cfg.selector
-    parts = [sel.name]
+    parts = [f"{sel.name}-{sel.keep}" if sel.name in SCORED_SELECTORS else sel.name]
     if sel.name != "full":
         parts.append(f"k{cfg.k}")
     if sel.get("clusters") is not None and sel.clusters != cfg.k:
