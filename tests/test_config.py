@@ -37,6 +37,25 @@ def test_cluster_selectors_default_to_one_cluster_per_image(make_cfg):
 
 
 @pytest.mark.parametrize(
+    "overrides,clusters,rule",
+    [
+        (["selector=nearest", "k=50"], 50, "k"),
+        (["selector=hybrid", "k=50"], 25, "k/2"),  # a nearest and a furthest image per cluster
+        (["selector=hybrid", "k=11"], 5, "k/2"),
+        (["selector=hybrid", "k=1"], 1, "k/2"),
+        (["selector=hybrid", "k=600", "selector.clusters=50"], 50, "50"),
+        (["selector=random"], None, "-"),
+    ],
+)
+def test_hybrid_defaults_to_two_images_per_cluster_and_runs_log_the_rule(make_cfg, overrides, clusters, rule):
+    from mnist_pruning.tracking import clusters_rule
+
+    cfg = make_cfg(*overrides)
+    validate(cfg)
+    assert cfg.selector.get("clusters") == clusters and clusters_rule(cfg) == rule
+
+
+@pytest.mark.parametrize(
     "overrides,key,allowed",
     [
         (["k=0"], "k=0", "from 1 to 60000"),

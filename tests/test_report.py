@@ -34,6 +34,7 @@ def add_run(
     steps="50",
     regime=None,
     keep=None,
+    clusters_rule=None,
 ):
     params = {
         "selector": selector,
@@ -58,6 +59,8 @@ def add_run(
     for key, value in params.items():
         client.log_param(rid, key, value)
     client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}-{keep}")
+    if clusters_rule is not None:
+        client.set_tag(rid, "clusters", clusters_rule)
     for key, value in {
         metric: acc,
         "train_size": k,
@@ -306,3 +309,15 @@ def test_comparison_with_another_study_matches_setting_by_setting(store):
     assert "| nearest ck | 96.0 / 90.0 |  |  |" in md
     with pytest.raises(report.ReportError, match="needs the columns"):
         report.compare(s, theirs.drop(columns="k"))
+
+
+def test_a_cluster_count_that_follows_k_is_one_curve(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for k in (50, 100):
+        add_run(client, exp_id, "hybrid", k, 0, 0.9, clusters=k // 2, clusters_rule="k/2")
+        add_run(client, exp_id, "hybrid", k, 0, 0.8, clusters=10, clusters_rule="10")
+    s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
+    assert sorted(s["clusters"]) == ["10", "10", "k/2", "k/2"]
+    assert set(s["curve"]) == {"hybrid pca50 c=k/2", "hybrid pca50 c10"}

@@ -149,6 +149,12 @@ def size_regime(selector: str, k: int, validation_size: int, bounds: Any) -> str
     return fitting[0][1]
 
 
+def per_cluster(k: int, images: int) -> int:
+    """Clusters that give `images` images each out of k (at least one cluster): the default of a
+    selector that keeps several images per cluster, e.g. hybrid's nearest and furthest."""
+    return max(1, int(k) // int(images))
+
+
 @dataclass
 class CacheConfig:
     dir: str = "${oc.env:MNIST_PRUNING_CACHE,.cache}"
@@ -223,6 +229,8 @@ def register_configs() -> None:
     """Make the schemas available to the defaults lists of `conf/`, and the regime resolver."""
     if not OmegaConf.has_resolver("size_regime"):
         OmegaConf.register_new_resolver("size_regime", size_regime)
+    if not OmegaConf.has_resolver("per_cluster"):
+        OmegaConf.register_new_resolver("per_cluster", per_cluster)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="selector", name="base_selector", node=SelectorConfig)

@@ -134,6 +134,9 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     out["embedding"] = p("embedding.name") + dims.where(dims != "None", "")
     clusters, k = p("selector.clusters"), p("k")
     out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
+    if "tags.clusters" in df:  # how the count follows k ('k/2'), logged since hybrid's default
+        rule = df["tags.clusters"]
+        out["clusters"] = rule.where(rule.notna() & (clusters != "None"), out["clusters"])
     out["balance"] = p("selector.balance").str.lower().eq("true")
     full = out["selector"] == "full"
     train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
@@ -204,7 +207,8 @@ def curve_name(row: pd.Series) -> str:
     """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
     parts = [row["selector"], row["embedding"]]
     if row["clusters"] not in ("-", "k"):
-        parts.append(f"c{row['clusters']}")
+        c = row["clusters"]
+        parts.append(f"c{c}" if c.isdigit() else f"c={c}")  # c50, or c=k/2 (two per cluster)
     if row["balance"]:
         parts.append("balanced")
     if row["other"]:

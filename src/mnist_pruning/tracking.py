@@ -98,6 +98,20 @@ def run_name(cfg: DictConfig) -> str:
     return "-".join(parts)
 
 
+def clusters_rule(cfg: DictConfig) -> str:
+    """How the cluster count follows k, for the report's curves: 'k', 'k/2' (hybrid's default),
+    a fixed number, or '-' for a selector without clusters."""
+    raw = OmegaConf.to_container(cfg.selector, resolve=False).get("clusters")
+    if raw is None:
+        return "-"
+    text = str(raw).replace(" ", "")
+    if text == "${k}":
+        return "k"
+    if text.startswith("${per_cluster:${k},") and text.endswith("}"):
+        return f"k/{text.removeprefix('${per_cluster:${k},').removesuffix('}')}"
+    return str(cfg.selector.clusters)
+
+
 def git_commit() -> str:
     """The commit of this package's source tree, with '-dirty' if it has local changes."""
     here = Path(__file__).resolve().parent
@@ -343,6 +357,7 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
                 **tags,
                 "kind": "train",
                 "config_hash": config_hash(cfg),
+                "clusters": clusters_rule(cfg),
                 "git_commit": git_commit(),
                 "host": HOST,
                 "pid": str(os.getpid()),
