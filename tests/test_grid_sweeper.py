@@ -51,14 +51,23 @@ def test_shared_jobs_run_once():
 def test_frontier_covers_every_selector_at_every_k():
     grids = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/frontier.yaml").hydra.sweeper.grids)
     jobs = as_dicts(GridSweeper(grids=grids).jobs([]))
-    assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs)
-    assert sum(j["selector"] == "full" for j in jobs) == 10
-    ks = {"20", "50", "100", "200", "500", "1000"}
-    for name in ("random", "typical", "kcenter", "nearest", "furthest", "cluster_random"):
-        cells = [j for j in jobs if j["selector"] == name and j.get("selector.balance") == "True"]
-        assert {j["k"] for j in cells} == ks
-        assert all(sum(j["k"] == k for j in cells) % 5 == 0 for k in ks)  # whole sets of 5 seeds
-    assert len(jobs) == 310
+    assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs) == 14 * 8 * 5 + 5
+    assert sum(j["selector"] == "full" for j in jobs) == 5
+    ks = {"10", "20", "30", "50", "100", "200", "500", "1000"}
+    curves = {}
+    for j in jobs:
+        if j["selector"] != "full":
+            curve = (j["selector"], j.get("selector.balance"), j.get("selector.keep"), j.get("embedding"))
+            curves.setdefault(curve, []).append((j["k"], j["seed"]))
+    assert len(curves) == 14
+    for cells in curves.values():  # every curve at every k, with whole sets of 5 seeds
+        assert sorted(cells) == sorted((k, str(s)) for k in ks for s in range(5))
+    # one embedding per selector; every selector of the package is on the frontier
+    from mnist_pruning.selectors import SELECTORS
+
+    assert {c[0] for c in curves} == set(SELECTORS) - {"full"}
+    # the blocks: k = 20 and 50 first
+    assert {j.get("k") for j in jobs[: 14 * 2 * 5]} == {"20", "50"}
 
 
 def test_original_all_grid_has_every_possible_cell_once():
