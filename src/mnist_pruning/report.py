@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,14 +147,28 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
-    """Per recipe regime, per further setting (param column) that varies between runs, its most
-    common value: a regime's own steps or augmentation are its usual values, not an exception."""
-    regimes = text.get("params.train.regime", pd.Series("-", index=text.index))
+    """Per further setting (param column) that varies between runs, its most common value: of
+    the embedding's own settings per embedding (the classifier's epochs are not the
+    autoencoder's), of the rest per recipe regime (a regime's own steps are not an exception).
+    Keyed 'regime <name>' and 'embedding <name>'."""
     varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1]
-    return {
-        regime: {c: part[c].mode().iloc[0] for c in varying}
-        for regime, part in text.groupby(regimes)
-    }
+    own = [c for c in varying if c.startswith("params.embedding.")]
+    rest = [c for c in varying if c not in own]
+    usual = {}
+    for by, cols in (("regime", rest), ("embedding", own)):
+        groups = text.get(f"params.{_GROUP_PARAM[by]}", pd.Series("-", index=text.index))
+        for name, part in text.groupby(groups):
+            usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
+    return usual
+
+
+_GROUP_PARAM = {"regime": "train.regime", "embedding": "embedding.name"}
+
+
+def _usual_for(usual: dict[str, dict[str, str]], row: pd.Series) -> dict[str, str]:
+    """The usual values that apply to one run: its regime's and its embedding's."""
+    keys = [f"{by} {row.get(f'params.{param}', '-')}" for by, param in _GROUP_PARAM.items()]
+    return {c: v for key in keys for c, v in usual.get(key, {}).items()}
 
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +180,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     usual = usual_values(text)
 
     def other(row: pd.Series) -> str:
-        typical = usual.get(row.get("params.train.regime", "-"), {})
+        typical = _usual_for(usual, row)
         return " ".join(f"{c.removeprefix('params.')}={row[c]}" for c, v in typical.items() if row[c] != v)
 
     out["other"] = text.apply(other, axis=1) if len(text) else ""
@@ -340,10 +355,10 @@ def markdown(
                       f"({reference:.4f}), i.e. reaches {reference - gap:.4f}:", ""]
             lines += answer_table(near)
     notes = [f"{len(runs.finished)} finished runs"]
-    for regime, values in usual.items():
+    for group, values in usual.items():
         if values:
             shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in values.items())
-            notes.append(f"settings not shown in brackets (regime {regime}): {shown}")
+            notes.append(f"settings not shown in brackets ({group}): {shown}")
     if (summary["few_seeds"]).any():
         notes.append(f"* fewer than {min_seeds} seeds")
     if runs.left_out:
@@ -368,6 +383,8 @@ def with_metric(runs: Runs, metric: str) -> Runs:
 def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, np.ndarray]]:
     """For selected_examples.png: per curve, the kept indices of its lowest-seed run at montage_k."""
     from mlflow.artifacts import download_artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per run otherwise
 
     described = annotate(runs)
     described = described[described["selector"] != "full"]
