@@ -32,7 +32,7 @@ def test_unknown_selector_and_embedding_list_the_valid_names(tmp_path, run_env):
     line = one_error_line(res)
     assert "selector='nearst'" in line and "nearest, random, typical" in line
     res = run_train(["embedding=pcaa"], tmp_path, run_env)
-    assert res.returncode == 2 and "autoencoder, pca, pixels" in one_error_line(res)
+    assert res.returncode == 2 and "autoencoder, classifier, pca, pixels" in one_error_line(res)
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -98,14 +98,19 @@ def wait_for(predicate, cwd: Path, timeout: float = 300, every: float = 0.5) -> 
 
 
 def statuses(tmp_path) -> list[str]:
-    """Run statuses read straight from the SQLite file, read-only: opening it through MLflow
-    while the sweep creates it would race the sweep's schema creation."""
+    """Training runs' statuses (not a sweep's parent run) read straight from the SQLite file,
+    read-only: opening it through MLflow while the sweep creates it would race the sweep's
+    schema creation."""
     db = tmp_path / "mlflow.db"
     if not db.exists():
         return []
+    query = (
+        "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "AND t.key = 'kind' AND t.value = 'train' ORDER BY r.start_time"
+    )
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return [row[0] for row in con.execute("SELECT status FROM runs ORDER BY start_time")]
+            return [row[0] for row in con.execute(query)]
     except sqlite3.Error:
         return []
 

@@ -140,6 +140,12 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
     assert "| random | pca50 | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 3
+    per_run = pd.read_csv(out / "runs.csv")  # the 13 runs behind the medians, newest of a seed
+    assert len(per_run) == 13 and per_run["run_id"].is_unique
+    r100 = per_run[(per_run["selector"] == "random") & (per_run["k"] == 100)]
+    assert sorted(r100["test_acc"]) == pytest.approx([0.81, 0.82, 0.84, 0.86, 0.88])
+    medians = csv.set_index(["selector", "k"])["median_acc"]
+    assert r100["test_acc"].median() == pytest.approx(medians.loc[("random", 100)])
     for name in ("accuracy_vs_size.png", "time_vs_size.png", "selected_examples.png"):
         with Image.open(out / name) as img:
             img.verify()

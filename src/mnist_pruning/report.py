@@ -218,6 +218,21 @@ def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") 
     return pd.DataFrame(rows).sort_values(["curve", "k"]).reset_index(drop=True)
 
 
+def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per run behind the medians (its setting, seed and accuracy, its run id and
+    config hash): what a median was taken of, kept beside the summary outside the store."""
+    described = annotate(runs)
+    out = described[[*MAIN, "other", "curve"]].assign(
+        seed=runs["params.seed"].astype(int),
+        **{metric: runs[f"metrics.{metric}"].astype(float)},
+        select_seconds=runs["metrics.select_seconds"],
+        train_seconds=runs["metrics.train_seconds"],
+        run_id=runs["run_id"],
+        config_hash=runs.get("tags.config_hash"),
+    )
+    return out.sort_values(["curve", "k", "seed"]).reset_index(drop=True)
+
+
 def curve_name(row: pd.Series) -> str:
     """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
     parts = [row["selector"], row["embedding"]]
@@ -423,6 +438,7 @@ def write_report(cfg: DictConfig) -> Path:
     summary = summarize(runs.finished, cfg.min_seeds, cfg.metric)
     answer = smallest_k(summary, cfg.target_acc)
     summary.to_csv(out / "summary.csv", index=False)
+    per_run(runs.finished, cfg.metric).to_csv(out / "runs.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
     md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full)
     if cfg.reference:

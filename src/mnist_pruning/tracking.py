@@ -215,11 +215,11 @@ class StoreCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         m = config.mlflow
-        failed = close_sweep(m.tracking_uri, m.experiment_name, str(config.hydra.sweep.dir))
+        failed, total = close_sweep(m.tracking_uri, m.experiment_name, str(config.hydra.sweep.dir))
         if failed:
             names = ", ".join(f"{r['name']} ({r['error']})" for r in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-            log.error("%d runs of this sweep failed: %s%s", len(failed), names, more)
+            log.error("%d of %d runs of this sweep failed: %s%s", len(failed), total, names, more)
             raise SystemExit(1)
 
 
@@ -275,22 +275,22 @@ def children(tracking_uri: str, experiment_id: str, parent_id: str) -> list[dict
     ]
 
 
-def close_sweep(tracking_uri: str, experiment_name: str, sweep_dir: str) -> list[dict[str, str]]:
+def close_sweep(tracking_uri: str, experiment_name: str, sweep_dir: str) -> tuple[list[dict[str, str]], int]:
     """End the sweep's parent run: FAILED with the count of failed children, else FINISHED.
-    Returns the failed children."""
+    Returns the failed children and the number of children."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     parent = sweep_parent(tracking_uri, exp.experiment_id, sweep_dir) if exp else None
     if parent is None:
-        return []
+        return [], 0
     runs = children(tracking_uri, exp.experiment_id, parent)
     failed = [r for r in runs if r["status"] != "FINISHED"]
     client.set_tag(parent, "children", str(len(runs)))
     client.set_tag(parent, "failed_children", str(len(failed)))
     client.set_terminated(parent, "FAILED" if failed else "FINISHED")
-    return failed
+    return failed, len(runs)
 
 
 def _alive(pid: int) -> bool:
