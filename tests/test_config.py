@@ -143,3 +143,18 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept
+
+
+def test_a_launcher_without_its_plugin_is_one_line_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    from mnist_pruning.validation import check_choices
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if "submitit" in name else real(name, *a)
+    )
+    for launcher in ("local", "slurm"):
+        with pytest.raises(ConfigError, match=r"hydra/launcher=.* pip install 'mnist-pruning\[cluster\]'"):
+            check_choices([f"hydra/launcher={launcher}", "k=100"])
+    check_choices(["hydra/launcher=joblib"])  # in the base install: no error
