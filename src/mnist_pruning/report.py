@@ -136,8 +136,7 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     clusters, k = p("selector.clusters"), p("k")
     out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
     if "tags.clusters" in df:  # how the count follows k ('k/2'), logged since hybrid's default
-        rule = df["tags.clusters"]
-        out["clusters"] = rule.where(rule.notna() & (clusters != "None"), out["clusters"])
+        out["clusters"] = df["tags.clusters"].fillna(pd.Series(out["clusters"], index=df.index))
     out["balance"] = p("selector.balance").str.lower().eq("true")
     full = out["selector"] == "full"
     train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
