@@ -269,8 +269,13 @@ print(time.perf_counter() - t, before, resource.getrusage(resource.RUSAGE_SELF).
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     seconds, before_kb, peak_kb = res.stdout.split()[-3:]
-    return {"k": k, "pool": n, "seconds": float(seconds), "peak_gib": int(peak_kb) / 2**20,
-            "before_gib": int(before_kb) / 2**20}
+    return {
+        "k": k,
+        "pool": n,
+        "seconds": float(seconds),
+        "peak_gib": int(peak_kb) / 2**20,
+        "before_gib": int(before_kb) / 2**20,
+    }
 
 
 def sweep(args: list[str], env: dict, cwd: Path) -> float:
@@ -352,8 +357,14 @@ def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict
     overhead = slot - s_step * sweep_result["sample_steps"]
     steps = [config(job).train.steps for job in experiment_jobs(name)]
     total = sum(overhead + s_step * n for n in steps) / jobs_at_once
-    return {"experiment": name, "runs": len(steps), "steps": int(sum(steps)), "minutes": total / 60,
-            "overhead_seconds": overhead, "seconds_per_step": s_step}
+    return {
+        "experiment": name,
+        "runs": len(steps),
+        "steps": int(sum(steps)),
+        "minutes": total / 60,
+        "overhead_seconds": overhead,
+        "seconds_per_step": s_step,
+    }
 
 
 def table(results: dict) -> str:

@@ -71,7 +71,7 @@ def test_score_trainings_see_only_the_rows_they_are_given(monkeypatch):
     monkeypatch.setitem(scores.SCORES, "el2n", fake)
     out = pool_scores("el2n", images, y, rows, SETTINGS, 0.1307, 0.3081)
     assert len(out) == len(rows)
-    (x, labels), = seen
+    ((x, labels),) = seen
     assert torch.equal(labels, y[rows])
     assert torch.equal(x, normalize(images[rows], 0.1307, 0.3081))
 

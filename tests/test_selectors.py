@@ -205,9 +205,7 @@ def test_herding_first_pick_is_nearest_the_mean_and_the_mean_is_matched():
     assert first.tolist() == [int(np.argmin(np.linalg.norm(x - mu, axis=1)))]
     chosen = select("herding", x, np.zeros(500), 20, 0)
     gap = np.linalg.norm(x[chosen].mean(axis=0) - mu)
-    random_gaps = [
-        np.linalg.norm(x[rng.choice(500, 20, replace=False)].mean(axis=0) - mu) for _ in range(50)
-    ]
+    random_gaps = [np.linalg.norm(x[rng.choice(500, 20, replace=False)].mean(axis=0) - mu) for _ in range(50)]
     assert gap < 0.2 * np.median(random_gaps)  # herding tracks the mean far better than chance
 
 

@@ -4,14 +4,16 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from mnist_pruning import tracking, tune
 from mnist_pruning import train as train_module
-from mnist_pruning.config import CONF_DIR
+from mnist_pruning.config import CONF_DIR, RegimeConfig
 from mnist_pruning.data import load_mnist, split_pool
 from mnist_pruning.training import normalize
 
@@ -69,7 +71,10 @@ def test_a_study_logs_each_trial_and_never_evaluates_the_test_images(
     by_trial = {int(r["tags.tune_trial"]): float(r["params.train.lr"]) for _, r in runs.iterrows()}
     assert by_trial == {t.number: t.params["train.lr"] for t in study.trials}
     text = tune.best_yaml(study, cfg)
-    assert "regimes:\n  tiny:\n    lr: " in text
+    block = yaml.safe_load(text)["regimes"]["tiny"]
+    assert block["lr"] == pytest.approx(study.best_params["train.lr"], rel=1e-3)
+    assert block["steps"] == 10  # fixed on the command line, not the regime's 4,000: kept in the block
+    assert set(block) == set(RegimeConfig.__dataclass_fields__)  # a whole regime, ready to paste
 
 
 def test_tuning_without_a_validation_split_is_one_line(tmp_path, run_env):

@@ -365,8 +365,12 @@ def markdown(
     if gap is not None:
         reference, near = near_full(summary, gap)
         if reference is not None and not near.empty:
-            lines += ["", f"Smallest k whose median {metric} is within {gap:g} of full data's "
-                      f"({reference:.4f}), i.e. reaches {reference - gap:.4f}:", ""]
+            lines += [
+                "",
+                f"Smallest k whose median {metric} is within {gap:g} of full data's "
+                f"({reference:.4f}), i.e. reaches {reference - gap:.4f}:",
+                "",
+            ]
             lines += answer_table(near)
     notes = [f"{len(runs.finished)} finished runs"]
     for group, values in usual.items():

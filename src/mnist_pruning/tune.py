@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_pruning import tracking
-from mnist_pruning.config import CONF_DIR, ConfigError, SearchDim, register_configs
+from mnist_pruning.config import CONF_DIR, ConfigError, RegimeConfig, SearchDim, register_configs
 from mnist_pruning.train import USER_ERRORS, run
 from mnist_pruning.validation import schema_type, validate
 
@@ -112,9 +112,11 @@ def study(cfg: DictConfig, experiment_id: str, run_one: RunFn = run) -> Any:
 
 
 def best_yaml(s: Any, cfg: DictConfig) -> str:
-    """The best trial's settings as a regime block of conf/train/default.yaml."""
+    """The best trial's settings as a whole regime block of conf/train/default.yaml: every regime
+    setting as the trials ran it (including ones fixed on the command line), the tuned ones replaced."""
     best = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in s.best_params.items()}
-    regime = {k.removeprefix("train."): v for k, v in best.items() if k.startswith("train.")}
+    regime = {key: cfg.train[key] for key in RegimeConfig.__dataclass_fields__}
+    regime |= {k.removeprefix("train."): v for k, v in best.items() if k.startswith("train.")}
     others = {k: v for k, v in best.items() if not k.startswith("train.")}
     head = (
         f"# best of {len(s.trials)} trials for k={cfg.k} ({cfg.selector.name}"

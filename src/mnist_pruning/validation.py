@@ -148,9 +148,7 @@ def validate(cfg: DictConfig) -> None:
         )
     sel = cfg.selector
     _check(sel.neighbors >= 1, "selector.neighbors", sel.neighbors, "an integer >= 1")
-    _check(
-        0 <= sel.easy_fraction <= 1, "selector.easy_fraction", sel.easy_fraction, "a number in [0, 1]"
-    )
+    _check(0 <= sel.easy_fraction <= 1, "selector.easy_fraction", sel.easy_fraction, "a number in [0, 1]")
     if sel.name in SCORED_SELECTORS:
         _check(sel.keep in KEEP, "selector.keep", sel.keep, f"one of {', '.join(KEEP)}")
         least = 2 if sel.name == "forgetting" else 1  # an event needs two presentations
@@ -167,9 +165,7 @@ def validate(cfg: DictConfig) -> None:
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "an integer >= 0")
     _check(t.elastic_alpha >= 0, "train.elastic_alpha", t.elastic_alpha, "a number >= 0 (0: off)")
     _check(t.elastic_sigma > 0, "train.elastic_sigma", t.elastic_sigma, "a number of pixels > 0")
-    _check(
-        0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "a number in [0, 1)"
-    )
+    _check(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "a number in [0, 1)")
     _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "0 (off) or an integer >= 1")
     _check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
     _check(cfg.kmeans.max_iter >= 1, "kmeans.max_iter", cfg.kmeans.max_iter, "an integer >= 1")
