@@ -20,6 +20,7 @@ Prints a table and writes JSON (--out, default benchmarks/results.json):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -349,13 +351,31 @@ def experiment_jobs(name: str) -> list[list[str]]:
     return [[*job, f"+experiment={name}"] for job in expand(OmegaConf.to_container(grids), [])]
 
 
+def job_steps(name: str) -> list[int]:
+    """Each job's training steps (its regime's, or its own train.steps), from one composed config:
+    composing each of a frontier's 565 jobs takes minutes. A job's steps depend only on the
+    training-set size (k, the selector being `full`, the validation split) and train.* keys, so
+    those overrides are applied to a copy of the experiment's config and the rest left out."""
+    base = config([f"+experiment={name}"])
+    steps = []
+    for job in experiment_jobs(name):
+        cfg = copy.deepcopy(base)
+        for override in job:
+            key, value = override.split("=", 1)
+            key = "selector.name" if key == "selector" else key
+            if key in ("k", "selector.name") or key.startswith(("train.", "data.")):
+                OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+        steps.append(cfg.train.steps)
+    return steps
+
+
 def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict:
     """The sweep's wall time projected from the 2-job sample: each run costs the sample's
     per-run overhead plus its own steps (its regime's) at the sample's seconds per step."""
     s_step = sweep_result["parallel_seconds_per_step"]
     slot = sweep_result["sweep_parallel_2_jobs_seconds"] * jobs_at_once / sweep_result["sweep_runs"]
     overhead = slot - s_step * sweep_result["sample_steps"]
-    steps = [config(job).train.steps for job in experiment_jobs(name)]
+    steps = job_steps(name)
     total = sum(overhead + s_step * n for n in steps) / jobs_at_once
     return {
         "experiment": name,
