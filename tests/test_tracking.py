@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_train, search_runs
@@ -51,7 +52,18 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path, run_env):
 
 
 def test_a_sweep_and_the_report_started_at_once_on_a_fresh_store_never_corrupt_it(tmp_path, run_env):
-    for trial in range(10):
+    race_a_sweep_and_the_report(tmp_path, run_env, trials=4)
+
+
+@pytest.mark.slow
+def test_twenty_races_of_a_sweep_and_the_report_never_corrupt_the_store(tmp_path, run_env):
+    """The same race, more often (`python -m pytest -m slow`): a rare interleaving shows up here."""
+    race_a_sweep_and_the_report(tmp_path, run_env, trials=20)
+
+
+def race_a_sweep_and_the_report(tmp_path, run_env, trials: int) -> None:
+    """A sweep and the report started together on a fresh store path, `trials` times."""
+    for trial in range(trials):
         cwd = tmp_path / f"t{trial}"
         cwd.mkdir()
         env = {**run_env, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
