@@ -340,7 +340,7 @@ def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int, tiny
 
         # a cached one-step run: store, MNIST checks and embedding all there already
         one = ["selector=random", "k=100", "train.steps=1"]
-        one_step = sorted(sweep(one, env, tmp) for _ in range(1 if tiny else 3))[(1 if tiny else 3) // 2]
+        one_step = float(np.median([sweep(one, env, tmp) for _ in range(1 if tiny else 3)]))
     return {
         "cold_run_wall_seconds": cold_wall,
         "cold_overhead_seconds": cold_wall - float(cold["metrics.train_seconds"]),

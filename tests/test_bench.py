@@ -34,3 +34,19 @@ def test_bench_tiny_runs_and_writes_every_measure(tmp_path, mnist_root, monkeypa
     assert {"hybrid", "herding", "facility_location", "el2n", "forgetting"} <= methods
     assert all(r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in results["methods"])
     assert results["facility_location"]["peak_gib"] > 0
+
+
+def test_projected_steps_are_the_composed_configs_steps():
+    """The projection's shortcut (size and train.* overrides on one composed config) gives each
+    job the steps a run of that job composes to: one job per size and the full-data job."""
+    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    jobs, steps = bench.experiment_jobs("frontier"), bench.job_steps("frontier")
+    firsts = {}
+    for job, n in zip(jobs, steps, strict=True):
+        size = next(o for o in job if o.startswith(("k=", "selector=full")))
+        firsts.setdefault(size if "selector=full" not in job else "full", (job, n))
+    assert len(firsts) == 9 and len({n for _, n in firsts.values()}) > 1  # several regimes
+    for job, n in firsts.values():
+        assert bench.config(job).train.steps == n
