@@ -9,10 +9,16 @@ import torch
 from conftest import REPO
 
 
-def test_bench_tiny_runs_and_writes_every_measure(tmp_path, mnist_root, monkeypatch):
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks/bench.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"
     bench.main(["--tiny", "--root", str(mnist_root), "--out", str(out)])
@@ -36,12 +42,9 @@ def test_bench_tiny_runs_and_writes_every_measure(tmp_path, mnist_root, monkeypa
     assert results["facility_location"]["peak_gib"] > 0
 
 
-def test_projected_steps_are_the_composed_configs_steps():
+def test_projected_steps_are_the_composed_configs_steps(bench):
     """The projection's shortcut (size and train.* overrides on one composed config) gives each
     job the steps a run of that job composes to: one job per size and the full-data job."""
-    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     jobs, steps = bench.experiment_jobs("frontier"), bench.job_steps("frontier")
     firsts = {}
     for job, n in zip(jobs, steps, strict=True):
