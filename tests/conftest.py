@@ -13,6 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker its own share of the cores (the jobs it starts inherit
+    it, and train.py sizes torch's threads from it), so that workers x threads <= cores as in a
+    parallel sweep; oversubscribed torch threads would make the parallel run slower than a serial one."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if workers < 2 or not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[int(worker[2:]) % workers :: workers] or cores
+    if len(cores) >= workers:
+        os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(cores) // workers))
+
+
 def _mnist_root() -> Path | None:
     for root in (os.environ.get("MNIST_DATA_DIR"), SHARED_DATA):
         if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():

@@ -108,9 +108,9 @@ def test_medians_counts_flags_and_smallest_k(store):
     assert n100["seeds"] == 3 and n100["few_seeds"] and n100["median_acc"] == pytest.approx(0.96)
     assert n100["clusters"] == "k"
     answer = report.smallest_k(report.summarize(runs.finished), 0.95).set_index("curve")
-    assert answer.loc["random pca50", "smallest_k"] == 200
+    assert answer.loc["random", "smallest_k"] == 200
     expected = 100 * 2 ** ((0.95 - 0.84) / (0.96 - 0.84))
-    assert answer.loc["random pca50", "interpolated_k"] == pytest.approx(expected, abs=0.1)
+    assert answer.loc["random", "interpolated_k"] == pytest.approx(expected, abs=0.1)
     assert answer.loc["nearest pca50", "smallest_k"] == 100
     assert pd.isna(answer.loc["nearest pca50", "interpolated_k"])
     assert pd.isna(report.smallest_k(report.summarize(runs.finished), 0.999)["smallest_k"]).all()
@@ -137,7 +137,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
         },
     )
     report.write_report(cfg)
-    assert "| random | pca50 | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
+    assert "| random | - | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 3
     per_run = pd.read_csv(out / "runs.csv")  # the 13 runs behind the medians, newest of a seed
@@ -247,7 +247,7 @@ def test_a_setting_tried_on_one_curve_only_names_just_that_curve(store):
         add_run(client, exp_id, "full", 60000, seed, 0.99, steps="300")
     runs = report.latest_finished(report.fetch_runs(uri, EXP))
     s = report.summarize(runs.finished)
-    assert set(s["curve"]) == {"random pca50", "nearest pca50", "full pca50 train.steps=300"}
+    assert set(s["curve"]) == {"random", "nearest pca50", "full train.steps=300"}
     assert set(s["other"]) == {"", "train.steps=300"}
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
     assert "settings not shown in brackets (regime -): train.steps=50" in md
@@ -265,9 +265,9 @@ def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regime
     s = report.summarize(runs.finished)
     plain = s[s["other"] == ""]
     assert plain["regime"].tolist() == ["tiny", "small"] and plain["k"].tolist() == [20, 200]
-    assert set(s["curve"]) == {"random pca50", "random pca50 train.steps=100"}
+    assert set(s["curve"]) == {"random", "random train.steps=100"}
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
-    assert "| random | pca50 | - | no | 20 | tiny | 5 | 0.8000 |" in md
+    assert "| random | - | - | no | 20 | tiny | 5 | 0.8000 |" in md
     assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md
 
 
@@ -286,11 +286,11 @@ def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path):
     reference, near = report.near_full(s, 0.003)
     assert reference == pytest.approx(0.992)
     near = near.set_index("curve")
-    assert near.loc["el2n-easy pca50", "smallest_k"] == 30000  # 0.988 < 0.989 <= 0.990
-    assert near.loc["el2n-hard pca50", "smallest_k"] == 10000
+    assert near.loc["el2n-easy", "smallest_k"] == 30000  # 0.988 < 0.989 <= 0.990
+    assert near.loc["el2n-hard", "smallest_k"] == 10000
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc", gap=0.003)
     assert "within 0.003 of full data's (0.9920), i.e. reaches 0.9890" in md
-    assert "| el2n-hard pca50 | 3000,10000,30000 | 10000 |" in md
+    assert "| el2n-hard | 3000,10000,30000 | 10000 |" in md
     assert report.near_full(s[s["selector"] != "full"], 0.003)[0] is None
 
 

@@ -4,6 +4,7 @@ import pytest
 from mnist_pruning.cluster import KMeansFit, fit_from_centroids, kmeans
 from mnist_pruning.selectors import (
     CLUSTER_SELECTORS,
+    EMBEDDING_FREE,
     SCORED_SELECTORS,
     SELECTORS,
     Options,
@@ -40,6 +41,19 @@ def test_exact_size_unique_sorted_deterministic(blobs, name, k):
     assert np.all(np.diff(a) > 0)
     assert a.dtype == np.int64
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_embedding_free_means_the_embedding_does_not_matter(blobs, name):
+    """The report labels these selectors' runs with no embedding: the label must be true, and a
+    selector that does use its embedding must not be marked free of it."""
+    x, labels = blobs
+    options = Options(scores=np.round(x[:, 0]), balance=True)
+    other = np.random.default_rng(1).normal(size=(len(x), 3)).astype(np.float32)
+    ours, theirs = (select(name, e, labels, 30, 2, options) for e in (x, other))
+    same = np.array_equal(ours, theirs)
+    assert same == (name in EMBEDDING_FREE)
+    assert {"full", "random", "el2n", "forgetting"} == EMBEDDING_FREE
 
 
 @pytest.mark.parametrize("name", ["random", "cluster_random"])

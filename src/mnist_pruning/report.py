@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from mnist_pruning import figures, tracking
 from mnist_pruning.config import CONF_DIR, register_configs
-from mnist_pruning.selectors import SCORED_SELECTORS
+from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -128,11 +128,12 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     def p(key: str) -> pd.Series:
         return text.get(f"params.{key}", pd.Series("None", index=df.index))
 
-    out["selector"] = p("selector.name")
-    scored = out["selector"].isin(sorted(SCORED_SELECTORS))
-    out["selector"] = out["selector"].where(~scored, out["selector"] + "-" + p("selector.keep"))
+    name = p("selector.name")
+    scored = name.isin(sorted(SCORED_SELECTORS))
+    out["selector"] = name.where(~scored, name + "-" + p("selector.keep"))
     dims = p("embedding.dims")
-    out["embedding"] = p("embedding.name") + dims.where(dims != "None", "")
+    embedding = p("embedding.name") + dims.where(dims != "None", "")
+    out["embedding"] = embedding.where(~name.isin(sorted(EMBEDDING_FREE)), "-")
     clusters, k = p("selector.clusters"), p("k")
     out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
     if "tags.clusters" in df:  # how the count follows k ('k/2'), logged since hybrid's default
@@ -234,7 +235,7 @@ def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
 
 def curve_name(row: pd.Series) -> str:
     """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
-    parts = [row["selector"], row["embedding"]]
+    parts = [row["selector"]] + ([row["embedding"]] if row["embedding"] != "-" else [])
     if row["clusters"] not in ("-", "k"):
         c = row["clusters"]
         parts.append(f"c{c}" if c.isdigit() else f"c={c}")  # c50, or c=k/2 (two per cluster)

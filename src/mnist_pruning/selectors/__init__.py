@@ -38,15 +38,20 @@ Selector = Callable[[np.ndarray, np.ndarray, int, int, Options], np.ndarray]
 SELECTORS: dict[str, Selector] = {}
 CLUSTER_SELECTORS: set[str] = set()  # use k-means: selector.clusters applies
 SCORED_SELECTORS: set[str] = set()  # need Options.scores, a score of that selector's name
+EMBEDDING_FREE: set[str] = set()  # ignore the embedding (the report says '-', not the config's)
 
 
-def register(name: str, clustered: bool = False, scored: bool = False) -> Callable[[Selector], Selector]:
+def register(
+    name: str, clustered: bool = False, scored: bool = False, embedded: bool = True
+) -> Callable[[Selector], Selector]:
     def deco(fn: Selector) -> Selector:
         SELECTORS[name] = fn
         if clustered:
             CLUSTER_SELECTORS.add(name)
         if scored:
             SCORED_SELECTORS.add(name)
+        if not embedded:
+            EMBEDDING_FREE.add(name)
         return fn
 
     return deco
@@ -129,6 +134,7 @@ from mnist_pruning.selectors.clusters import allocate  # noqa: E402
 
 __all__ = [
     "CLUSTER_SELECTORS",
+    "EMBEDDING_FREE",
     "SCORED_SELECTORS",
     "SELECTORS",
     "Options",

@@ -25,14 +25,14 @@ def keep_by_score(scores: np.ndarray, k: int, keep: str, seed: int) -> np.ndarra
     return order[:k]
 
 
-@register("el2n", scored=True)
+@register("el2n", scored=True, embedded=False)
 def el2n(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
     """EL2N (Paul et al. 2021): the L2 norm of softmax output minus the one-hot label, early in
     training, averaged over initialisations; low is easy."""
     return keep_by_score(options.scores, k, options.keep, seed)
 
 
-@register("forgetting", scored=True)
+@register("forgetting", scored=True, embedded=False)
 def forgetting(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
     """Forgetting events (Toneva et al. 2019): how often an image went from correctly to wrongly
     classified during training (never learned counts as most forgotten); low is easy."""
