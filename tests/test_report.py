@@ -35,6 +35,7 @@ def add_run(
     regime=None,
     keep=None,
     clusters_rule=None,
+    extra=None,
 ):
     params = {
         "selector": selector,
@@ -54,11 +55,12 @@ def add_run(
         params["train.regime"] = regime
     if keep is not None:
         params["selector.keep"] = keep
+    params.update(extra or {})
     run = client.create_run(exp_id, run_name=f"{selector}-k{k}-s{seed}", tags={"kind": "train"})
     rid = run.info.run_id
     for key, value in params.items():
         client.log_param(rid, key, value)
-    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}-{keep}")
+    client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}-{keep}-{extra}")
     if clusters_rule is not None:
         client.set_tag(rid, "clusters", clusters_rule)
     for key, value in {
@@ -292,6 +294,28 @@ def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path):
     assert "within 0.003 of full data's (0.9920), i.e. reaches 0.9890" in md
     assert "| el2n-hard | 3000,10000,30000 | 10000 |" in md
     assert report.near_full(s[s["selector"] != "full"], 0.003)[0] is None
+
+
+def test_a_selector_s_own_settings_are_its_usual_values(tmp_path):
+    """el2n and forgetting score with different defaults (epochs 3 and 10): neither is an
+    exception because the other has more runs; a forgetting run off its own default is."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(3):
+        for k in (20, 50):
+            add_run(client, exp_id, "el2n", k, seed, 0.9, keep="easy", extra={"selector.score.epochs": "3"})
+        add_run(
+            client, exp_id, "forgetting", 20, seed, 0.8, keep="easy", extra={"selector.score.epochs": "10"}
+        )
+    add_run(client, exp_id, "forgetting", 20, 0, 0.7, keep="easy", extra={"selector.score.epochs": "20"})
+    s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished, min_seeds=1)
+    assert sorted(s["curve"]) == [
+        "el2n-easy",
+        "el2n-easy",
+        "forgetting-easy",
+        "forgetting-easy selector.score.epochs=20",
+    ]
 
 
 def test_comparison_with_another_study_matches_setting_by_setting(store):

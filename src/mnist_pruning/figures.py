@@ -85,11 +85,14 @@ def save_curves(
     panels = 2 if zoom else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
     ks = sorted(summary["k"].unique())
+    colours = plt.get_cmap("tab20").colors  # 20 colours: a frontier has up to 15 curves
     for i, ax in enumerate(axes[0]):
         for j, (name, part) in enumerate(summary.groupby("curve", sort=True)):
             part = part.sort_values("k")
-            style = ("-", "--", ":")[j // 10 % 3]  # the colour cycle has 10 colours
-            (line,) = ax.plot(part["k"], part[y], marker="o", linestyle=style, label=name)
+            style = ("-", "--", ":")[j // 20 % 3]
+            (line,) = ax.plot(
+                part["k"], part[y], marker="o", linestyle=style, color=colours[j % 20], label=name
+            )
             if band:
                 ax.fill_between(part["k"], part[band[0]], part[band[1]], color=line.get_color(), alpha=0.12)
         if target is not None:
@@ -108,6 +111,7 @@ def save_curves(
         if i == 1:
             ax.set_ylim(*zoom)
             ax.set_title(f"zoom: {zoom[0]:g} to {zoom[1]:g}", fontsize=9)
-    axes[0][0].legend(fontsize=7, loc="lower right")  # below the curves of the full range
+    # beside the panels, where it hides no curve
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

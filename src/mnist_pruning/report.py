@@ -149,24 +149,25 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
 def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     """Per further setting (param column) that varies between runs, its most common value: of
     the embedding's own settings per embedding (the classifier's epochs are not the
-    autoencoder's), of the rest per recipe regime (a regime's own steps are not an exception).
-    Keyed 'regime <name>' and 'embedding <name>'."""
+    autoencoder's), of a selector's own per selector (forgetting's score epochs are not el2n's),
+    of the rest per recipe regime (a regime's own steps are not an exception).
+    Keyed 'regime <name>', 'embedding <name>' and 'selector <name>'."""
     varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1]
-    own = [c for c in varying if c.startswith("params.embedding.")]
-    rest = [c for c in varying if c not in own]
+    own = {by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector")}
+    rest = [c for c in varying if not any(c in cols for cols in own.values())]
     usual = {}
-    for by, cols in (("regime", rest), ("embedding", own)):
+    for by, cols in (("regime", rest), *own.items()):
         groups = text.get(f"params.{_GROUP_PARAM[by]}", pd.Series("-", index=text.index))
         for name, part in text.groupby(groups):
             usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
     return usual
 
 
-_GROUP_PARAM = {"regime": "train.regime", "embedding": "embedding.name"}
+_GROUP_PARAM = {"regime": "train.regime", "embedding": "embedding.name", "selector": "selector.name"}
 
 
 def _usual_for(usual: dict[str, dict[str, str]], row: pd.Series) -> dict[str, str]:
-    """The usual values that apply to one run: its regime's and its embedding's."""
+    """The usual values that apply to one run: its regime's, its embedding's and its selector's."""
     keys = [f"{by} {row.get(f'params.{param}', '-')}" for by, param in _GROUP_PARAM.items()]
     return {c: v for key in keys for c, v in usual.get(key, {}).items()}
 
@@ -374,10 +375,14 @@ def markdown(
             ]
             lines += answer_table(near)
     notes = [f"{len(runs.finished)} finished runs"]
+    alike: dict[tuple[str, str], list[str]] = {}  # groups with the same usual values: one note
     for group, values in usual.items():
         if values:
+            by, name = group.split(" ", 1)
             shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in values.items())
-            notes.append(f"settings not shown in brackets ({group}): {shown}")
+            alike.setdefault((by, shown), []).append(name)
+    for (by, shown), names in alike.items():
+        notes.append(f"settings not shown in brackets ({by} {', '.join(names)}): {shown}")
     if (summary["few_seeds"]).any():
         notes.append(f"* fewer than {min_seeds} seeds")
     if runs.left_out:
