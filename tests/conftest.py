@@ -22,9 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if workers < 2 or not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
-    mine = cores[int(worker[2:]) % workers :: workers] or cores
-    if len(cores) >= workers:
-        os.sched_setaffinity(0, mine)
+    if len(cores) >= workers:  # fewer cores than workers: they share them all
+        os.sched_setaffinity(0, cores[int(worker[2:]) :: workers])
     os.environ["OMP_NUM_THREADS"] = str(max(1, len(cores) // workers))
 
 

@@ -123,3 +123,15 @@ def test_model_scored_selectors_and_the_classifier_embedding_run_from_the_comman
     runs = search_runs(tmp_path)
     assert set(runs["status"]) == {"FINISHED"} and set(runs["metrics.train_size"]) == {50}
     assert set(runs["params.selector.name"]) == {"el2n", "forgetting", "nearest"}
+
+
+def test_a_selector_that_ignores_the_embedding_computes_none(tmp_path, run_env):
+    """random (like full, el2n, forgetting) is given no embedding: its run leaves no embedding in
+    an empty cache, while a nearest run computes and caches its PCA."""
+    env = {**run_env, "MNIST_PRUNING_CACHE": str(tmp_path / "own-cache")}
+    res = run_train(["selector=random", "k=30", *FAST], tmp_path, env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert not (tmp_path / "own-cache" / "embedding").exists()
+    res = run_train(["selector=nearest", "k=30", *FAST], tmp_path, env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert list((tmp_path / "own-cache" / "embedding").glob("*.npz"))

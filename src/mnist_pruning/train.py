@@ -30,7 +30,7 @@ from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
 from mnist_pruning.embed import SUPERVISED, embed
 from mnist_pruning.scores import ScoreSettings, pool_scores
-from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
+from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
 from mnist_pruning.validation import check_choices, user_conf_dirs, validate
 
@@ -126,9 +126,11 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         pool, val = split_pool(len(data.train_labels), cfg.data.validation_size, cfg.data.validation_seed)
 
         start = time.perf_counter()
-        x = embedding_of(cfg, data, pool, cache)
         labels = data.train_labels.numpy()
         sel = cfg.selector
+        # a selector that ignores the embedding is given none: a random run trains no autoencoder
+        free = sel.name in EMBEDDING_FREE
+        x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
         options = Options(
             clusters=sel.get("clusters"),
             balance=sel.balance,
