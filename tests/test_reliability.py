@@ -149,7 +149,11 @@ def test_sigterm_marks_the_run_killed(tmp_path, run_env):
     wait_for(lambda: statuses(tmp_path) == ["RUNNING"], tmp_path)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=60) != 0
+    try:
+        assert proc.wait(timeout=60) != 0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError((tmp_path / "train.log").read_text()[-3000:]) from None
     runs = search_runs(tmp_path)
     assert list(runs["status"]) == ["KILLED"]
 

@@ -1,5 +1,8 @@
 import math
+import threading
+import time
 
+import pytest
 import torch
 
 from mnist_pruning.model import LeNet5
@@ -138,3 +141,34 @@ def test_label_smoothing_changes_training():
         not torch.equal(p, q)
         for p, q in zip(plain.model.parameters(), smoothed.model.parameters(), strict=True)
     )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost one
+def test_sigterm_lost_in_a_finalizer_still_stops_training(monkeypatch):
+    """The handler's KeyboardInterrupt is swallowed when it lands in a __del__ or weakref
+    callback (as in CI: training went on for a minute); the flag it sets stops the next step."""
+    import os
+    import signal
+
+    from mnist_pruning import train as entry
+
+    monkeypatch.setattr(entry, "STOP", threading.Event())
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        entry._stop_on_sigterm()
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # the handler runs here, and its exception is ignored
+
+        Finalized()  # dropped at once: __del__ swallows the interrupt
+        assert entry.STOP.is_set()
+        x, y = toy_data()
+        answers = iter([False, False, True])  # asked before every step
+        with pytest.raises(KeyboardInterrupt, match="before step 3"):
+            train(x, y, {}, RECIPE, seed=0, device=torch.device("cpu"), should_stop=lambda: next(answers))
+        with pytest.raises(KeyboardInterrupt, match="before step 1"):
+            train(x, y, {}, RECIPE, seed=0, device=torch.device("cpu"), should_stop=entry.STOP.is_set)
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from functools import lru_cache, partial
 from pathlib import Path
@@ -170,6 +171,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             cfg.seed,
             device,
             on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
+            should_stop=STOP.is_set,
         )
         mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
         acc = result.metrics[f"{held_out}_acc"]
@@ -177,10 +179,16 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         return acc
 
 
+# set by SIGTERM: the interrupt the handler raises is lost when it lands in a weakref callback
+# or a __del__ (Python prints "Exception ignored" and goes on), so training also polls this
+STOP = threading.Event()
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler's or kill's) ends the run like Ctrl-C: recorded KILLED, not RUNNING."""
 
     def handler(signum: int, frame: object) -> None:
+        STOP.set()
         raise KeyboardInterrupt(f"signal {signum}")
 
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone

@@ -155,12 +155,14 @@ def train(
     seed: int,
     device: torch.device,
     on_eval: EvalHook | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train LeNet-5 on normalised images `x` and evaluate on `evals` at the end.
 
     `evals` maps a name ("test", "val") to normalised images and labels; with
     `recipe.eval_every` they are also evaluated along the way and passed to `on_eval`, for the
-    learning curve only: the result is always the accuracy after the last step.
+    learning curve only: the result is always the accuracy after the last step. `should_stop`
+    is asked before every step; when it says so, training ends with KeyboardInterrupt.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -189,6 +191,8 @@ def train(
     start = time.perf_counter()
     model.train()
     for step in range(1, recipe.steps + 1):
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt(f"stopped before step {step}")
         idx = batches[step - 1]
         xb = x[idx]
         if recipe.augment:
