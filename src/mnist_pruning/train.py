@@ -41,6 +41,10 @@ register_configs()
 # errors whose message is the whole story: shown as one line, no traceback
 USER_ERRORS = (ConfigError, DataError, tracking.TrackingError)
 
+# set by SIGTERM: the interrupt the handler raises is lost when it lands in a weakref callback
+# or a __del__ (Python prints "Exception ignored" and goes on), so training also polls this
+STOP = threading.Event()
+
 
 @lru_cache(maxsize=4)
 def get_cache(root: str, enabled: bool) -> Cache:
@@ -177,11 +181,6 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         acc = result.metrics[f"{held_out}_acc"]
         log.info("%s: %s_acc %.4f", tracking.run_name(cfg), held_out, acc)
         return acc
-
-
-# set by SIGTERM: the interrupt the handler raises is lost when it lands in a weakref callback
-# or a __del__ (Python prints "Exception ignored" and goes on), so training also polls this
-STOP = threading.Event()
 
 
 def _stop_on_sigterm() -> None:
