@@ -1,0 +1,3 @@
+from mnist_pruning.report.write import main
+
+main()

@@ -1,0 +1,116 @@
+"""The report as markdown: the summary table, the answers, a comparison with another study, and
+the blocks of a results file (RESULTS.md) the tables are written into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mnist_pruning.report.runs import ReportError, Runs, as_text, setting_columns
+from mnist_pruning.report.summary import near_full, usual_values
+
+
+def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str) -> str:
+    """The comparison as a table: a row per curve, a column per k, each cell 'ours / theirs'."""
+    clusters = table.get("clusters", pd.Series("-", index=table.index))
+    table = table.assign(curve=table["selector"] + np.where(clusters == "-", "", " c" + clusters))
+    ks = list(dict.fromkeys(table["k"]))
+    lines = [
+        "| curve | " + " | ".join(f"k = {k}" for k in ks) + " |",
+        "| --- |" + " ---: |" * len(ks),
+    ]
+    for curve, part in table.groupby("curve", sort=False):
+        cells = []
+        for k in ks:
+            row = part[part["k"] == k]
+            if row.empty:
+                cells.append("")
+                continue
+            r = row.iloc[0]
+            ours = "not run" if pd.isna(r["median_acc"]) else f"{100 * r['median_acc']:.1f}"
+            cells.append(f"{ours} / {100 * r['reference']:.1f}")
+        lines.append(f"| {curve} | " + " | ".join(cells) + " |")
+    note = f"Each cell: this study's median {metric} / {reference_name}'s, in percent."
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def answer_table(answer: pd.DataFrame) -> list[str]:
+    lines = ["| curve | k run | smallest k | interpolated k |", "| --- | --- | ---: | ---: |"]
+    for _, r in answer.iterrows():
+        k = "not reached" if pd.isna(r["smallest_k"]) else str(int(r["smallest_k"]))
+        ik = "-" if pd.isna(r["interpolated_k"]) else f"{r['interpolated_k']:g}"
+        lines.append(f"| {r['curve']} | {r['k_values']} | {k} | {ik} |")
+    return lines
+
+
+def markdown(
+    summary: pd.DataFrame,
+    answer: pd.DataFrame,
+    target: float,
+    runs: Runs,
+    min_seeds: int,
+    metric: str,
+    gap: float | None = None,
+) -> str:
+    usual = usual_values(as_text(runs.finished[setting_columns(runs.finished)]))
+    lines = [
+        f"| selector | embedding | clusters | balanced | k | regime | seeds | median {metric} | IQR | min "
+        "| max | select s | train s |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for _, r in summary.iterrows():
+        seeds = f"{r['seeds']}*" if r["few_seeds"] else str(r["seeds"])
+        sel = f"{r['selector']} ({r['other']})" if r["other"] else r["selector"]
+        lines.append(
+            f"| {sel} | {r['embedding']} | {r['clusters']} | {'yes' if r['balance'] else 'no'} | {r['k']} "
+            f"| {r['regime']} | {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
+            f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
+        )
+    lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]
+    lines += answer_table(answer)
+    if gap is not None:
+        reference, near = near_full(summary, gap)
+        if reference is not None and not near.empty:
+            lines += [
+                "",
+                f"Smallest k whose median {metric} is within {gap:g} of full data's "
+                f"({reference:.4f}), i.e. reaches {reference - gap:.4f}:",
+                "",
+            ]
+            lines += answer_table(near)
+    notes = [f"{len(runs.finished)} finished runs"]
+    alike: dict[tuple[str, str], list[str]] = {}  # groups with the same usual values: one note
+    for group, values in usual.items():
+        if values:
+            by, name = group.split(" ", 1)
+            shown = " ".join(f"{c.removeprefix('params.')}={v}" for c, v in values.items())
+            alike.setdefault((by, shown), []).append(name)
+    for (by, shown), names in alike.items():
+        notes.append(f"settings not shown in brackets ({by} {', '.join(names)}): {shown}")
+    if (summary["few_seeds"]).any():
+        notes.append(f"* fewer than {min_seeds} seeds")
+    if runs.left_out:
+        notes.append(f"{runs.left_out} failed, killed or running runs left out")
+    if runs.duplicates:
+        notes.append(f"{runs.duplicates} older duplicate runs left out")
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def block_of(path: Path, name: str) -> tuple[str, str, str]:
+    """The document, and the markers of the block `name` the report writes into."""
+    begin, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+    doc = path.read_text() if path.exists() else ""
+    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+        raise ReportError(f"results_file={path}: needs one line {begin!r} and one later line {end!r}")
+    return doc, begin, end
+
+
+def fill_block(path: Path, name: str, text: str) -> None:
+    """Write `text` between the `<!-- report:name -->` and `<!-- /report:name -->` lines of a
+    markdown file, leaving the rest alone: RESULTS.md quotes the report, never a hand copy."""
+    doc, begin, end = block_of(path, name)
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")

@@ -1,0 +1,96 @@
+"""Reading the store: the finished training runs of an experiment, the newest of each setting + seed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mnist_pruning import tracking
+
+log = logging.getLogger(__name__)
+
+REPORT_TAG = "report"  # tags.kind of a report's own run
+METRICS = ("test_acc", "val_acc")  # final accuracies: test, or validation for tuning runs
+
+
+class ReportError(RuntimeError):
+    """Nothing to report on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Runs:
+    finished: pd.DataFrame  # the newest FINISHED run of each setting + seed
+    left_out: int  # FAILED, KILLED or RUNNING runs
+    duplicates: int  # older FINISHED runs of a setting + seed that was run again
+
+
+def fetch_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None) -> pd.DataFrame:
+    """Every training run of the experiment (report and sweep parent runs excluded), or with
+    `sweep` only the children of that sweep (its directory or its parent run's id)."""
+    import mlflow
+
+    tracking.ready_store(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment_name) is None:
+        raise ReportError(f"no experiment {experiment_name!r} at {tracking_uri}: run a sweep first")
+    df = mlflow.search_runs(experiment_names=[experiment_name], max_results=100_000)
+    kind = df["tags.kind"] if "tags.kind" in df else pd.Series("train", index=df.index)
+    if sweep is not None:
+        named = (df.get("tags.sweep") == sweep) | (df["run_id"] == sweep)
+        parents = df[(kind == tracking.SWEEP_TAG) & named]
+        if parents.empty:
+            known = df.loc[kind == tracking.SWEEP_TAG, "tags.sweep"].head(5).tolist()
+            raise ReportError(f"sweep={sweep!r}: no such sweep directory or parent run id (newest: {known})")
+        df = df[df.get("tags.mlflow.parentRunId", pd.Series(None, index=df.index)).isin(parents["run_id"])]
+        kind = kind[df.index]
+    df = df[~kind.isin([REPORT_TAG, tracking.SWEEP_TAG])].dropna(axis=1, how="all")
+    return df.reset_index(drop=True)
+
+
+def as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Params as plain strings, a missing one as 'None' (pandas keeps NaN through astype(str))."""
+    return df.astype(object).where(df.notna(), "None").astype(str)
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The params that define a setting: all but the seed and where/how a run executed."""
+    cols = []
+    for col in df.columns:
+        if not col.startswith("params."):
+            continue
+        key = col.removeprefix("params.")
+        if key == "seed" or any(key == p or key.startswith(p + ".") for p in tracking.NON_SEMANTIC_KEYS):
+            continue
+        cols.append(col)
+    return sorted(cols)
+
+
+def latest_finished(df: pd.DataFrame) -> Runs:
+    """Keep FINISHED runs; of several for one setting + seed, the newest."""
+    if df.empty:
+        return Runs(df, 0, 0)
+    done = df[df["status"] == "FINISHED"].copy()
+    left_out = len(df) - len(done)
+    if "tags.config_hash" in done:
+        identity = done["tags.config_hash"].fillna("")
+    else:
+        identity = pd.Series("", index=done.index)
+    fallback = as_text(done[[*setting_columns(done), "params.seed"]]).agg("|".join, axis=1)
+    done["_identity"] = identity.where(identity != "", fallback)
+    done = done.sort_values("start_time").drop_duplicates("_identity", keep="last")
+    duplicates = int((df["status"] == "FINISHED").sum()) - len(done)
+    return Runs(done.drop(columns="_identity"), left_out, duplicates)
+
+
+def with_metric(runs: Runs, metric: str) -> Runs:
+    """Only the runs that logged `metric`: tuning runs have val_acc and no test_acc, and the
+    other way round, so the two never mix in one table."""
+    col = f"metrics.{metric}"
+    if col not in runs.finished or runs.finished[col].isna().all():
+        raise ReportError(f"no FINISHED run logged {metric!r} (metric: {', '.join(METRICS)})")
+    has = runs.finished[col].notna()
+    if not has.all():
+        log.info("%d runs without %s left out (tuning or test runs of another kind)", (~has).sum(), metric)
+    return Runs(runs.finished[has], runs.left_out, runs.duplicates)

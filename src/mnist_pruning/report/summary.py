@@ -1,0 +1,217 @@
+"""From runs to answers: readable settings, medians across seeds per setting, and the smallest k
+that reaches a target (95%, or within a gap of full data), per curve."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from mnist_pruning.report.runs import ReportError, as_text, setting_columns
+from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
+
+# settings shown in their own columns; every other setting that varies goes to `other`
+MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
+MAIN_PARAMS = {
+    f"params.{p}"
+    for p in (
+        "selector",
+        "selector.name",
+        "embedding",
+        "embedding.name",
+        "embedding.dims",
+        "pca_dims",
+        "selector.clusters",
+        "selector.balance",
+        "selector.keep",
+        "k",
+        "train.regime",
+    )
+}
+
+
+def _describe(df: pd.DataFrame) -> pd.DataFrame:
+    """Readable setting columns: selector, embedding, clusters, balance, k."""
+    text = as_text(df.filter(like="params."))
+    out = pd.DataFrame(index=df.index)
+
+    def p(key: str) -> pd.Series:
+        return text.get(f"params.{key}", pd.Series("None", index=df.index))
+
+    name = p("selector.name")
+    scored = name.isin(sorted(SCORED_SELECTORS))
+    out["selector"] = name.where(~scored, name + "-" + p("selector.keep"))
+    dims = p("embedding.dims")
+    embedding = p("embedding.name") + dims.where(dims != "None", "")
+    out["embedding"] = embedding.where(~name.isin(sorted(EMBEDDING_FREE)), "-")
+    clusters, k = p("selector.clusters"), p("k")
+    out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
+    if "tags.clusters" in df:  # how the count follows k ('k/2'), logged since hybrid's default
+        out["clusters"] = df["tags.clusters"].fillna(pd.Series(out["clusters"], index=df.index))
+    out["balance"] = p("selector.balance").str.lower().eq("true")
+    full = out["selector"] == "full"
+    train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
+    out["k"] = np.where(full, train_size.fillna(0), pd.to_numeric(k, errors="coerce")).astype(int)
+    out["regime"] = p("train.regime").replace("None", "-")
+    return out
+
+
+def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per further setting (param column) that varies between runs, its most common value: of
+    the embedding's own settings per embedding (the classifier's epochs are not the
+    autoencoder's), of a selector's own per selector (forgetting's score epochs are not el2n's),
+    of the rest per recipe regime (a regime's own steps are not an exception).
+    Keyed 'regime <name>', 'embedding <name>' and 'selector <name>'."""
+    varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    own = {by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector")}
+    rest = [c for c in varying if not any(c in cols for cols in own.values())]
+    usual = {}
+    for by, cols in (("regime", rest), *own.items()):
+        groups = text.get(f"params.{_GROUP_PARAM[by]}", pd.Series("-", index=text.index))
+        for name, part in text.groupby(groups):
+            usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
+    return usual
+
+
+_GROUP_PARAM = {"regime": "train.regime", "embedding": "embedding.name", "selector": "selector.name"}
+
+
+def _usual_for(usual: dict[str, dict[str, str]], row: pd.Series) -> dict[str, str]:
+    """The usual values that apply to one run: its regime's, its embedding's and its selector's."""
+    keys = [f"{by} {row.get(f'params.{param}', '-')}" for by, param in _GROUP_PARAM.items()]
+    return {c: v for key in keys for c, v in usual.get(key, {}).items()}
+
+
+def annotate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: readable setting columns, `other` (its further settings that differ from the
+    most common value, e.g. a second recipe tried on full data only), its curve (the setting
+    with k free) and `setting` (the full setting, for grouping seeds)."""
+    text = as_text(runs[setting_columns(runs)])
+    out = _describe(runs)
+    usual = usual_values(text)
+
+    def other(row: pd.Series) -> str:
+        typical = _usual_for(usual, row)
+        return " ".join(f"{c.removeprefix('params.')}={row[c]}" for c, v in typical.items() if row[c] != v)
+
+    out["other"] = text.apply(other, axis=1) if len(text) else ""
+    out["curve"] = out.apply(curve_name, axis=1)
+    out["setting"] = text.agg("|".join, axis=1)
+    return out
+
+
+def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per setting: quantiles of `metric` over seeds, seed count, median timings."""
+    if runs.empty:
+        raise ReportError("no FINISHED runs to summarize")
+    described = annotate(runs)
+    rows = []
+    for _, idx in described.groupby("setting").groups.items():
+        part = runs.loc[idx]
+        acc = part[f"metrics.{metric}"].astype(float)
+        first = described.loc[idx[0]]
+        q1, q3 = acc.quantile(0.25), acc.quantile(0.75)
+        rows.append(
+            {
+                **{c: first[c] for c in (*MAIN, "other", "curve")},
+                "seeds": len(part),
+                "median_acc": acc.median(),
+                "min_acc": acc.min(),
+                "max_acc": acc.max(),
+                "q1_acc": q1,
+                "q3_acc": q3,
+                "iqr_acc": q3 - q1,
+                "median_select_seconds": part["metrics.select_seconds"].median(),
+                "median_train_seconds": part["metrics.train_seconds"].median(),
+                "few_seeds": len(part) < min_seeds,
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["curve", "k"]).reset_index(drop=True)
+
+
+def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per run behind the medians (its setting, seed and accuracy, its run id and
+    config hash): what a median was taken of, kept beside the summary outside the store."""
+    described = annotate(runs)
+    out = described[[*MAIN, "other", "curve"]].assign(
+        seed=runs["params.seed"].astype(int),
+        **{metric: runs[f"metrics.{metric}"].astype(float)},
+        select_seconds=runs["metrics.select_seconds"],
+        train_seconds=runs["metrics.train_seconds"],
+        run_id=runs["run_id"],
+        config_hash=runs.get("tags.config_hash"),
+    )
+    return out.sort_values(["curve", "k", "seed"]).reset_index(drop=True)
+
+
+def curve_name(row: pd.Series) -> str:
+    """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
+    parts = [row["selector"]] + ([row["embedding"]] if row["embedding"] != "-" else [])
+    if row["clusters"] not in ("-", "k"):
+        c = row["clusters"]
+        parts.append(f"c{c}" if c.isdigit() else f"c={c}")  # c50, or c=k/2 (two per cluster)
+    if row["balance"]:
+        parts.append("balanced")
+    if row["other"]:
+        parts.append(row["other"])
+    return " ".join(parts)
+
+
+def smallest_k(summary: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per curve: the smallest k whose median reaches `target`, and k interpolated on log k
+    between that k and the next smaller k run (None where no smaller k was run)."""
+    rows = []
+    for name, part in summary[summary["selector"] != "full"].groupby("curve", sort=True):
+        part = part.sort_values("k")
+        reached = part[part["median_acc"] >= target]
+        row = {"curve": name, "k_values": ",".join(str(k) for k in part["k"]), "smallest_k": None}
+        row["interpolated_k"] = None
+        if not reached.empty:
+            hit = reached.iloc[0]
+            row["smallest_k"] = int(hit["k"])
+            below = part[part["k"] < hit["k"]]
+            if not below.empty:
+                lo = below.iloc[-1]
+                frac = (target - lo["median_acc"]) / (hit["median_acc"] - lo["median_acc"])
+                log_k = math.log(lo["k"]) + frac * (math.log(hit["k"]) - math.log(lo["k"]))
+                row["interpolated_k"] = round(math.exp(log_k), 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["curve", "k_values", "smallest_k", "interpolated_k"])
+
+
+def full_reference(summary: pd.DataFrame) -> float | None:
+    """The full-data median the large end is measured against: that of the default full-data
+    setting (no setting in brackets), else the best full-data setting; None without full runs."""
+    full = summary[summary["selector"] == "full"]
+    if full.empty:
+        return None
+    default = full[full["other"] == ""]
+    return float((default if not default.empty else full)["median_acc"].max())
+
+
+def near_full(summary: pd.DataFrame, gap: float) -> tuple[float | None, pd.DataFrame]:
+    """Per curve, the smallest k whose median is within `gap` of the full-data median (the
+    large-data answer: how much can be pruned without losing accuracy)."""
+    reference = full_reference(summary)
+    if reference is None:
+        return None, pd.DataFrame(columns=["curve", "k_values", "smallest_k", "interpolated_k"])
+    return reference, smallest_k(summary, reference - gap)
+
+
+def compare(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """This study's medians beside another study's, a row per row of `reference`: a table with
+    `median_acc` and the setting columns it is matched on (selector and k, and any of embedding,
+    clusters, balance; clusters '-' for none, k of full data 'full')."""
+    keys = [c for c in ("selector", "embedding", "clusters", "balance", "k") if c in reference]
+    if "selector" not in keys or "k" not in keys or "median_acc" not in reference:
+        raise ReportError("reference: needs the columns selector, k and median_acc")
+    ours = as_text(summary[["selector", "embedding", "clusters", "balance"]])
+    ours["k"] = np.where(summary["selector"] == "full", "full", summary["k"].astype(str))
+    ours[["median_acc", "seeds"]] = summary[["median_acc", "seeds"]]
+    clash = ours.duplicated(keys, keep=False)
+    if clash.any():
+        raise ReportError(f"reference: several settings match {keys}; report one experiment or sweep")
+    ref = as_text(reference[keys]).assign(reference=reference["median_acc"].astype(float))
+    out = ref.merge(ours[[*keys, "median_acc", "seeds"]], how="left", on=keys)
+    return out.assign(difference=out["median_acc"] - out["reference"])

@@ -1,0 +1,137 @@
+"""The report's entrypoint: runs -> summary -> csv, markdown and plots in `out_dir`, the tables
+into a results file, and the files as artifacts of a report run in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from mnist_pruning import figures, tracking
+from mnist_pruning.config import CONF_DIR, register_configs
+from mnist_pruning.report.markdown import block_of, comparison_markdown, fill_block, markdown
+from mnist_pruning.report.runs import (
+    METRICS,
+    REPORT_TAG,
+    ReportError,
+    fetch_runs,
+    latest_finished,
+    with_metric,
+)
+from mnist_pruning.report.summary import annotate, compare, per_run, smallest_k, summarize
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, np.ndarray]]:
+    """For selected_examples.png: per curve, the kept indices of its lowest-seed run at montage_k."""
+    from mlflow.artifacts import download_artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per run otherwise
+
+    described = annotate(runs)
+    described = described[described["selector"] != "full"]
+    if described.empty:
+        return []
+    k = montage_k if montage_k is not None else int(described["k"].min())
+    at_k = described[described["k"] == k].assign(seed=runs["params.seed"].astype(int))
+    rows = []
+    for name, part in at_k.groupby("curve", sort=True):
+        run_id = runs.loc[part.sort_values("seed").index[0], "run_id"]
+        try:
+            path = download_artifacts(run_id=run_id, artifact_path="selected_indices.npy")
+        except Exception as e:
+            log.warning("no selected_indices.npy for run %s (%s)", run_id, tracking.one_line(e))
+            continue
+        rows.append((f"{name} (k={k})", np.load(path)))
+    return rows
+
+
+def write_report(cfg: DictConfig) -> Path:
+    if cfg.metric not in METRICS:
+        raise ReportError(f"metric={cfg.metric!r}: must be one of {', '.join(METRICS)}")
+    if cfg.results_file:  # check the markers before any work
+        block_of(Path(cfg.results_file), Path(cfg.out_dir).name)
+    if cfg.reference and not Path(cfg.reference).is_file():
+        raise ReportError(f"reference={cfg.reference}: no such file (a CSV of selector, k, median_acc)")
+    m = cfg.mlflow
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name, cfg.sweep))
+    if runs.left_out:
+        log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
+    if runs.finished.empty:
+        raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
+    runs = with_metric(runs, cfg.metric)
+    summary = summarize(runs.finished, cfg.min_seeds, cfg.metric)
+    answer = smallest_k(summary, cfg.target_acc)
+    summary.to_csv(out / "summary.csv", index=False)
+    per_run(runs.finished, cfg.metric).to_csv(out / "runs.csv", index=False)
+    answer.to_csv(out / "smallest_k.csv", index=False)
+    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full)
+    if cfg.reference:
+        table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
+        table.to_csv(out / "comparison.csv", index=False)
+        md += "\n" + comparison_markdown(table, Path(cfg.reference).stem, cfg.metric)
+    (out / "summary.md").write_text(md)
+    print(md)
+    if cfg.results_file:
+        fill_block(Path(cfg.results_file), out.name, md)
+        log.info("tables written into %s (block report:%s)", cfg.results_file, out.name)
+
+    curves = summary[summary["selector"] != "full"]
+    full = summary[summary["selector"] == "full"]
+    reference = float(full["median_acc"].max()) if not full.empty else None
+    figures.save_curves(
+        out / "accuracy_vs_size.png",
+        curves,
+        "median_acc",
+        f"median {cfg.metric}",
+        band=("min_acc", "max_acc"),
+        target=cfg.target_acc,
+        reference=reference,
+        zoom=(cfg.target_acc - 0.1, 1.0),
+    )
+    timed = curves.assign(seconds=curves["median_select_seconds"] + curves["median_train_seconds"])
+    figures.save_curves(out / "time_vs_size.png", timed, "seconds", "median seconds (select + train)")
+    try:
+        from mnist_pruning.data import load_mnist
+
+        data = load_mnist(cfg.data.root, download=False, verify=cfg.data.verify)
+        rows = example_rows(runs.finished, cfg.montage_k)
+        if rows:
+            figures.save_examples(out / "selected_examples.png", rows, data.train_images.numpy())
+    except Exception as e:  # the tables are the report; the montage is a bonus
+        log.warning("selected_examples.png skipped: %s", tracking.one_line(e))
+    log_report(cfg, out)
+    return out
+
+
+def log_report(cfg: DictConfig, out: Path) -> None:
+    """The report's files as artifacts of a run of its own, beside the runs it summarizes."""
+    import mlflow
+
+    m = cfg.mlflow
+    experiment_id = tracking.ensure_experiment(m.tracking_uri, m.experiment_name, m.artifact_root)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"report-{out.name}", tags={"kind": REPORT_TAG}
+    ):
+        mlflow.log_params({"target_acc": cfg.target_acc, "out_dir": str(out)})
+        mlflow.log_artifacts(str(out))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
+def main(cfg: DictConfig) -> None:
+    try:
+        out = write_report(cfg)
+    except (ReportError, tracking.TrackingError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+    log.info("report written to %s", out)

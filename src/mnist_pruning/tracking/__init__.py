@@ -1,0 +1,56 @@
+"""MLflow: the store, the experiment, the sweeps, and the life cycle of one run.
+
+`identity` (what a run is: params, config hash, name, commit) -> `store` (created once, under a
+lock) -> `sweeps` (parent runs, orphans, resume) -> `runs` (one run, closed with its status).
+"""
+
+from mnist_pruning.tracking.identity import (
+    HOST,
+    NON_SEMANTIC_KEYS,
+    TABLE_KEYS,
+    clusters_rule,
+    config_hash,
+    flatten,
+    git_commit,
+    run_name,
+)
+from mnist_pruning.tracking.runs import log_selection, mlflow_run, one_line
+from mnist_pruning.tracking.store import TrackingError, check_reachable, ensure_experiment, ready_store
+from mnist_pruning.tracking.sweeps import (
+    SWEEP_TAG,
+    StoreCallback,
+    children,
+    close_orphans,
+    close_sweep,
+    finished_run,
+    newest_run,
+    open_sweep,
+    sweep_parent,
+)
+
+__all__ = [
+    "HOST",
+    "NON_SEMANTIC_KEYS",
+    "SWEEP_TAG",
+    "TABLE_KEYS",
+    "StoreCallback",
+    "TrackingError",
+    "check_reachable",
+    "children",
+    "close_orphans",
+    "close_sweep",
+    "clusters_rule",
+    "config_hash",
+    "ensure_experiment",
+    "finished_run",
+    "flatten",
+    "git_commit",
+    "log_selection",
+    "mlflow_run",
+    "newest_run",
+    "one_line",
+    "open_sweep",
+    "ready_store",
+    "run_name",
+    "sweep_parent",
+]

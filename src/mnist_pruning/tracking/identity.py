@@ -1,0 +1,109 @@
+"""What a run is and where it came from: its params (the flattened config), the hash that makes
+`resume` find it again, its name in the UI, and the commit and host it ran on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_pruning.selectors import SCORED_SELECTORS
+
+# keys that say where or how a run executes, not what it computes: left out of the config hash
+NON_SEMANTIC_KEYS = (
+    "mlflow",
+    "cache",
+    "data.root",
+    "data.download",
+    "data.verify",
+    "threads",
+    "device",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "resume",
+)
+# tables a run picks its values from: the picked values are logged and hashed, not the tables
+TABLE_KEYS = ("train.regimes", "train.regime_bounds", "tune")
+HOST = socket.gethostname()
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}, over the resolved config, without the
+    tables (TABLE_KEYS) whose picked values are keys of their own."""
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if _under(name, TABLE_KEYS):
+            continue
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies a setting + seed: equal for two runs that must give the same result."""
+    flat = {k: v for k, v in flatten(cfg).items() if not _under(k, NON_SEMANTIC_KEYS)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1."""
+    sel = cfg.selector
+    parts = [f"{sel.name}-{sel.keep}" if sel.name in SCORED_SELECTORS else sel.name]
+    if sel.name != "full":
+        parts.append(f"k{cfg.k}")
+    if sel.get("clusters") is not None and sel.clusters != cfg.k:
+        parts.append(f"c{sel.clusters}")
+    if sel.get("balance"):
+        parts.append("bal")
+    emb = cfg.embedding
+    short = {"autoencoder": "ae"}.get(emb.name, emb.name)
+    parts.append(short if emb.dims is None else f"{short}{emb.dims}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
+
+def clusters_rule(cfg: DictConfig) -> str:
+    """How the cluster count follows k, for the report's curves: 'k', 'k/2' (hybrid's default),
+    a fixed number, or '-' for a selector without clusters."""
+    raw = OmegaConf.to_container(cfg.selector, resolve=False).get("clusters")
+    if raw is None:
+        return "-"
+    text = str(raw).replace(" ", "")
+    if text == "${k}":
+        return "k"
+    if text.startswith("${per_cluster:${k},") and text.endswith("}"):
+        return f"k/{text.removeprefix('${per_cluster:${k},').removesuffix('}')}"
+    return str(cfg.selector.clusters)
+
+
+def git_commit() -> str:
+    """The commit of this package's source tree, with '-dirty' if it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
