@@ -351,3 +351,30 @@ def test_a_cluster_count_that_follows_k_is_one_curve(tmp_path):
     s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
     assert sorted(s["clusters"]) == ["10", "10", "k/2", "k/2"]
     assert set(s["curve"]) == {"hybrid pca50 c=k/2", "hybrid pca50 c10"}
+
+
+def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embedding(tmp_path):
+    """`selector=random,nearest embedding=pca,autoencoder`: random trains on the same subsets
+    under both embeddings, so it is one curve of 5 seeds (the newer run of each seed), while
+    nearest, which uses the embedding, stays two curves."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    autoencoder = {"embedding": "autoencoder", "embedding.name": "autoencoder", "embedding.dims": "64"}
+    autoencoder["embedding.epochs"] = "10"  # an embedding's own setting, which pca has not
+    for extra, accs in (
+        (None, [0.80, 0.82, 0.84, 0.86, 0.88]),
+        (autoencoder, [0.70, 0.72, 0.74, 0.76, 0.78]),
+    ):
+        for seed, acc in enumerate(accs):
+            add_run(client, exp_id, "random", 100, seed, acc, extra=extra)
+            add_run(client, exp_id, "nearest", 100, seed, acc + 0.1, extra=extra)
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    assert runs.duplicates == 5 and len(runs.finished) == 15
+    s = report.summarize(runs.finished).set_index("curve")
+    assert sorted(s.index) == ["nearest autoencoder64", "nearest pca50", "random"]
+    assert s.loc["random", "seeds"] == 5 and s.loc["random", "median_acc"] == pytest.approx(0.74)
+    assert s.loc["random", "embedding"] == "-" and s.loc["random", "other"] == ""
+    assert s.loc["nearest pca50", "median_acc"] == pytest.approx(0.94)
+    md = report.markdown(s.reset_index(), report.smallest_k(s.reset_index(), 0.95), 0.95, runs, 5, "test_acc")
+    assert "(embedding autoencoder): embedding.epochs=10" in md and "embedding -" not in md

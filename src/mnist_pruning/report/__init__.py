@@ -20,6 +20,7 @@ from mnist_pruning.report.runs import (
     fetch_runs,
     latest_finished,
     setting_columns,
+    setting_text,
     with_metric,
 )
 from mnist_pruning.report.summary import (
@@ -58,6 +59,7 @@ __all__ = [
     "near_full",
     "per_run",
     "setting_columns",
+    "setting_text",
     "smallest_k",
     "summarize",
     "usual_values",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnist_pruning.report.runs import ReportError, Runs, as_text, setting_columns
+from mnist_pruning.report.runs import ReportError, Runs, setting_text
 from mnist_pruning.report.summary import near_full, usual_values
 
 
@@ -54,7 +54,7 @@ def markdown(
     metric: str,
     gap: float | None = None,
 ) -> str:
-    usual = usual_values(as_text(runs.finished[setting_columns(runs.finished)]))
+    usual = usual_values(setting_text(runs.finished))
     lines = [
         f"| selector | embedding | clusters | balanced | k | regime | seeds | median {metric} | IQR | min "
         "| max | select s | train s |",

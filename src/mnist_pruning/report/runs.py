@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mnist_pruning import tracking
+from mnist_pruning.selectors import EMBEDDING_FREE
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,21 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
     return sorted(cols)
 
 
+def setting_text(df: pd.DataFrame) -> pd.DataFrame:
+    """The setting columns as text, with the embedding's params blanked ('-') where the selector
+    ignores the embedding: random swept over two embeddings is one setting, not two curves of
+    the same name (and the same subsets twice)."""
+    text = as_text(df[setting_columns(df)])
+    name = text.get("params.selector.name", pd.Series("None", index=df.index))
+    embedding = [c for c in text if c == "params.pca_dims" or c.split(".")[1] == "embedding"]
+    text.loc[name.isin(sorted(EMBEDDING_FREE)), embedding] = "-"
+    return text
+
+
 def latest_finished(df: pd.DataFrame) -> Runs:
-    """Keep FINISHED runs; of several for one setting + seed, the newest."""
+    """Keep FINISHED runs; of several for one setting + seed, the newest. A run is identified by
+    its config hash, except where the selector ignores the embedding, whose params (and so the
+    hash) may differ without any difference in what was trained."""
     if df.empty:
         return Runs(df, 0, 0)
     done = df[df["status"] == "FINISHED"].copy()
@@ -77,8 +91,9 @@ def latest_finished(df: pd.DataFrame) -> Runs:
         identity = done["tags.config_hash"].fillna("")
     else:
         identity = pd.Series("", index=done.index)
-    fallback = as_text(done[[*setting_columns(done), "params.seed"]]).agg("|".join, axis=1)
-    done["_identity"] = identity.where(identity != "", fallback)
+    free = done.get("params.selector.name", pd.Series("", index=done.index)).isin(sorted(EMBEDDING_FREE))
+    by_params = setting_text(done).assign(seed=as_text(done[["params.seed"]])).agg("|".join, axis=1)
+    done["_identity"] = identity.where((identity != "") & ~free, by_params)
     done = done.sort_values("start_time").drop_duplicates("_identity", keep="last")
     duplicates = int((df["status"] == "FINISHED").sum()) - len(done)
     return Runs(done.drop(columns="_identity"), left_out, duplicates)

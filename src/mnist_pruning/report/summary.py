@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from mnist_pruning.report.runs import ReportError, as_text, setting_columns
+from mnist_pruning.report.runs import ReportError, as_text, setting_text
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
 # settings shown in their own columns; every other setting that varies goes to `other`
@@ -70,6 +70,8 @@ def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     for by, cols in (("regime", rest), *own.items()):
         groups = text.get(f"params.{_GROUP_PARAM[by]}", pd.Series("-", index=text.index))
         for name, part in text.groupby(groups):
+            if by == "embedding" and name == "-":  # selectors that ignore the embedding
+                continue
             usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
     return usual
 
@@ -87,7 +89,7 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: readable setting columns, `other` (its further settings that differ from the
     most common value, e.g. a second recipe tried on full data only), its curve (the setting
     with k free) and `setting` (the full setting, for grouping seeds)."""
-    text = as_text(runs[setting_columns(runs)])
+    text = setting_text(runs)
     out = _describe(runs)
     usual = usual_values(text)
 
