@@ -155,7 +155,8 @@ def test_sigterm_marks_the_run_killed(tmp_path, run_env):
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError((tmp_path / "train.log").read_text()[-3000:]) from None
     runs = search_runs(tmp_path)
-    assert list(runs["status"]) == ["KILLED"]
+    why = f"{list(runs.get('tags.error', []))}\n{(tmp_path / 'train.log').read_text()[-3000:]}"
+    assert list(runs["status"]) == ["KILLED"], why
 
 
 def _log_runs(uri: str, worker: int, n_runs: int) -> None:

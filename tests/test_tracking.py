@@ -78,3 +78,42 @@ def race_a_sweep_and_the_report(tmp_path, run_env, trials: int) -> None:
         assert "alembic" not in rep_out and "migration" not in rep_out.lower(), rep_out[-2000:]
         runs = search_runs(cwd)
         assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}, f"trial {trial}"
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (KeyboardInterrupt("signal 15"), "KILLED"),
+        (RuntimeError("Error calling __set_name__"), "FAILED"),
+        ("interrupt inside __set_name__", "KILLED"),
+    ],
+)
+def test_an_interrupted_run_is_killed_even_when_python_wraps_the_interrupt(tmp_path, error, status):
+    """SIGTERM's KeyboardInterrupt, landing while Python creates a class (torch imports
+    torch._dynamo in the first optimizer), comes out as a RuntimeError: still KILLED, not FAILED."""
+    import mlflow
+    from hydra import compose, initialize_config_dir
+
+    from mnist_pruning import tracking
+    from mnist_pruning.config import CONF_DIR
+
+    if error == "interrupt inside __set_name__":
+
+        class Descriptor:
+            def __set_name__(self, owner, name):
+                raise KeyboardInterrupt("signal 15")
+
+        try:
+            type("Knobs", (), {"key": Descriptor()})
+        except BaseException as e:  # the wrapped interrupt is what is tested
+            error = e
+        assert type(error) is RuntimeError or sys.version_info >= (3, 12)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["selector=random", "k=10"])
+    exp = tracking.ensure_experiment(uri, "mnist-pruning", str(tmp_path / "mlruns"))
+    with pytest.raises(type(error)), tracking.mlflow_run(cfg, exp, {}):
+        raise error
+    run = MlflowClient(uri).search_runs([exp])[0]
+    assert run.info.status == status
+    mlflow.set_tracking_uri(None)

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 REPORT_TAG = "report"  # tags.kind of a report's own run
 METRICS = ("test_acc", "val_acc")  # final accuracies: test, or validation for tuning runs
+IGNORED = "(ignored)"  # an embedding param of a run whose selector ignores the embedding
 
 
 class ReportError(RuntimeError):
@@ -69,13 +70,13 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
 
 
 def setting_text(df: pd.DataFrame) -> pd.DataFrame:
-    """The setting columns as text, with the embedding's params blanked ('-') where the selector
+    """The setting columns as text, with the embedding's params IGNORED where the selector
     ignores the embedding: random swept over two embeddings is one setting, not two curves of
     the same name (and the same subsets twice)."""
     text = as_text(df[setting_columns(df)])
     name = text.get("params.selector.name", pd.Series("None", index=df.index))
     embedding = [c for c in text if c == "params.pca_dims" or c.split(".")[1] == "embedding"]
-    text.loc[name.isin(sorted(EMBEDDING_FREE)), embedding] = "-"
+    text.loc[name.isin(sorted(EMBEDDING_FREE)), embedding] = IGNORED
     return text
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from mnist_pruning.report.runs import ReportError, as_text, setting_text
+from mnist_pruning.report.runs import IGNORED, ReportError, as_text, setting_text
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
 # settings shown in their own columns; every other setting that varies goes to `other`
@@ -63,14 +63,14 @@ def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     autoencoder's), of a selector's own per selector (forgetting's score epochs are not el2n's),
     of the rest per recipe regime (a regime's own steps are not an exception).
     Keyed 'regime <name>', 'embedding <name>' and 'selector <name>'."""
-    varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c].nunique() > 1]
+    varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c][text[c] != IGNORED].nunique() > 1]
     own = {by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector")}
     rest = [c for c in varying if not any(c in cols for cols in own.values())]
     usual = {}
     for by, cols in (("regime", rest), *own.items()):
         groups = text.get(f"params.{_GROUP_PARAM[by]}", pd.Series("-", index=text.index))
         for name, part in text.groupby(groups):
-            if by == "embedding" and name == "-":  # selectors that ignore the embedding
+            if by == "embedding" and name == IGNORED:  # selectors that ignore the embedding
                 continue
             usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
     return usual

@@ -14,7 +14,7 @@ from mnist_pruning.tracking.identity import (
     git_commit,
     run_name,
 )
-from mnist_pruning.tracking.runs import log_selection, mlflow_run, one_line
+from mnist_pruning.tracking.runs import interrupted, log_selection, mlflow_run, one_line
 from mnist_pruning.tracking.store import TrackingError, check_reachable, ensure_experiment, ready_store
 from mnist_pruning.tracking.sweeps import (
     SWEEP_TAG,
@@ -48,6 +48,7 @@ __all__ = [
     "log_selection",
     "mlflow_run",
     "newest_run",
+    "interrupted",
     "one_line",
     "open_sweep",
     "ready_store",

@@ -23,9 +23,24 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:500]
 
 
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` is an interrupt (Ctrl-C, or SIGTERM's KeyboardInterrupt) or was raised
+    because of one: Python 3.11 wraps a KeyboardInterrupt that lands in a `__set_name__` (as when
+    the first optimizer of a process imports torch._dynamo) in a RuntimeError."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 @contextmanager
 def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Iterator[Any]:
-    """One MLflow run with the resolved config as params; FAILED or KILLED if the body raises."""
+    """One MLflow run with the resolved config as params; KILLED if the body is interrupted,
+    FAILED if it raises anything else."""
     import mlflow
 
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
@@ -46,13 +61,9 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         )
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         yield run
-    except KeyboardInterrupt:
-        mlflow.set_tag("error", "KeyboardInterrupt")
-        mlflow.end_run(status="KILLED")
-        raise
     except BaseException as e:
-        mlflow.set_tag("error", one_line(e))
-        mlflow.end_run(status="FAILED")
+        mlflow.set_tag("error", "KeyboardInterrupt" if isinstance(e, KeyboardInterrupt) else one_line(e))
+        mlflow.end_run(status="KILLED" if interrupted(e) else "FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
