@@ -69,14 +69,19 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
     return sorted(cols)
 
 
+def ignores_embedding(df: pd.DataFrame) -> pd.Series:
+    """Per run, whether its selector ignores the embedding (random, full, the scored ones)."""
+    name = df.get("params.selector.name", pd.Series("None", index=df.index))
+    return name.isin(sorted(EMBEDDING_FREE))
+
+
 def setting_text(df: pd.DataFrame) -> pd.DataFrame:
     """The setting columns as text, with the embedding's params IGNORED where the selector
     ignores the embedding: random swept over two embeddings is one setting, not two curves of
     the same name (and the same subsets twice)."""
     text = as_text(df[setting_columns(df)])
-    name = text.get("params.selector.name", pd.Series("None", index=df.index))
     embedding = [c for c in text if c == "params.pca_dims" or c.split(".")[1] == "embedding"]
-    text.loc[name.isin(sorted(EMBEDDING_FREE)), embedding] = IGNORED
+    text.loc[ignores_embedding(df), embedding] = IGNORED
     return text
 
 
@@ -92,9 +97,8 @@ def latest_finished(df: pd.DataFrame) -> Runs:
         identity = done["tags.config_hash"].fillna("")
     else:
         identity = pd.Series("", index=done.index)
-    free = done.get("params.selector.name", pd.Series("", index=done.index)).isin(sorted(EMBEDDING_FREE))
     by_params = setting_text(done).assign(seed=as_text(done[["params.seed"]])).agg("|".join, axis=1)
-    done["_identity"] = identity.where((identity != "") & ~free, by_params)
+    done["_identity"] = identity.where((identity != "") & ~ignores_embedding(done), by_params)
     done = done.sort_values("start_time").drop_duplicates("_identity", keep="last")
     duplicates = int((df["status"] == "FINISHED").sum()) - len(done)
     return Runs(done.drop(columns="_identity"), left_out, duplicates)

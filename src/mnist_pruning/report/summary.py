@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from mnist_pruning.report.runs import IGNORED, ReportError, as_text, setting_text
-from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
+from mnist_pruning.report.runs import IGNORED, ReportError, as_text, ignores_embedding, setting_text
+from mnist_pruning.selectors import SCORED_SELECTORS
 
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
@@ -44,7 +44,7 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     out["selector"] = name.where(~scored, name + "-" + p("selector.keep"))
     dims = p("embedding.dims")
     embedding = p("embedding.name") + dims.where(dims != "None", "")
-    out["embedding"] = embedding.where(~name.isin(sorted(EMBEDDING_FREE)), "-")
+    out["embedding"] = embedding.where(~ignores_embedding(df), "-")
     clusters, k = p("selector.clusters"), p("k")
     out["clusters"] = np.where(clusters == "None", "-", np.where(clusters == k, "k", clusters))
     if "tags.clusters" in df:  # how the count follows k ('k/2'), logged since hybrid's default
