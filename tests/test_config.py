@@ -4,6 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from conftest import REPO
@@ -113,6 +114,21 @@ def test_best_experiment_is_the_frontier_winner(make_cfg):
     clusters = cfg.selector.get("clusters")
     expected = {"k": cfg.k, "-": None}.get(best["clusters"], best["clusters"])
     assert str(clusters) == str(expected)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
+    """A typo in an experiment file (an unknown key, a grid value of the wrong type) fails here,
+    not minutes into a sweep: the file, and the first job of each of its grids, compose and pass
+    `validate`."""
+    from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
+
+    cfg = make_cfg(f"+experiment={name}")
+    validate(cfg)
+    grids = OmegaConf.to_container(OmegaConf.load(REPO / f"conf/experiment/{name}.yaml")).get("hydra", {})
+    for grid in grids.get("sweeper", {}).get("grids") or []:
+        first = expand([grid], [])[0]
+        validate(make_cfg(f"+experiment={name}", *first))
 
 
 @pytest.mark.parametrize(
