@@ -116,6 +116,23 @@ def test_best_experiment_is_the_frontier_winner(make_cfg):
     assert str(clusters) == str(expected)
 
 
+def test_run_name_says_what_picks_the_subset(make_cfg):
+    """Runs that differ only in a refitted embedding or in the score trainings' seed select
+    different subsets, so their names in the MLflow UI differ; a selector that ignores the
+    embedding does not name one."""
+    from mnist_pruning.tracking import run_name
+
+    herding = ("selector=herding", "embedding=autoencoder", "k=30", "selector.balance=true")
+    assert run_name(make_cfg(*herding)) == "herding-k30-bal-ae64-s0"
+    assert run_name(make_cfg(*herding, "embedding.seed=3")) == "herding-k30-bal-ae64e3-s0"
+    assert run_name(make_cfg("selector=el2n", "k=10", "seed=1")) == "el2n-easy-k10-s1"
+    assert (
+        run_name(make_cfg("selector=el2n", "k=10", "selector.score.seed=2", "seed=1"))
+        == "el2n-easy-k10-ss2-s1"
+    )
+    assert run_name(make_cfg("selector=random", "k=10", "embedding=autoencoder")) == "random-k10-s0"
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
     """A typo in an experiment file (an unknown key, a grid value of the wrong type) fails here,

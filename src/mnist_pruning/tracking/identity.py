@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pruning.selectors import SCORED_SELECTORS
+from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
 # keys that say where or how a run executes, not what it computes: left out of the config hash
 NON_SEMANTIC_KEYS = (
@@ -60,7 +60,9 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1."""
+    """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1. What
+    picks the subset is in the name: the embedding (not for a selector that ignores it) and the
+    seed of a refitted embedding or of the score trainings when not 0 (ae64e3, ss2)."""
     sel = cfg.selector
     parts = [f"{sel.name}-{sel.keep}" if sel.name in SCORED_SELECTORS else sel.name]
     if sel.name != "full":
@@ -69,9 +71,13 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"c{sel.clusters}")
     if sel.get("balance"):
         parts.append("bal")
-    emb = cfg.embedding
-    short = {"autoencoder": "ae"}.get(emb.name, emb.name)
-    parts.append(short if emb.dims is None else f"{short}{emb.dims}")
+    if sel.name not in EMBEDDING_FREE:
+        emb = cfg.embedding
+        short = {"autoencoder": "ae"}.get(emb.name, emb.name)
+        short = short if emb.dims is None else f"{short}{emb.dims}"
+        parts.append(f"{short}e{emb.seed}" if emb.get("seed") else short)
+    if sel.name in SCORED_SELECTORS and sel.score.seed:
+        parts.append(f"ss{sel.score.seed}")
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)
 
