@@ -339,6 +339,11 @@ def test_comparison_with_another_study_matches_setting_by_setting(store):
     md = report.comparison_markdown(table, "original", "test_acc")
     assert "| random | 84.0 / 80.0 | 96.0 / 97.0 | not run / 50.0 |" in md
     assert "| nearest ck | 96.0 / 90.0 |  |  |" in md
+    assert "*" not in md
+    partial = report.comparison_markdown(
+        table, "original", "test_acc", min_seeds=int(table["seeds"].max()) + 1
+    )
+    assert "| random | 84.0* / 80.0 |" in partial and "* fewer than" in partial
     with pytest.raises(report.ReportError, match="needs the columns"):
         report.compare(s, theirs.drop(columns="k"))
 

@@ -79,7 +79,7 @@ def write_report(cfg: DictConfig) -> Path:
     if cfg.reference:
         table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
         table.to_csv(out / "comparison.csv", index=False)
-        md += "\n" + comparison_markdown(table, Path(cfg.reference).stem, cfg.metric)
+        md += "\n" + comparison_markdown(table, Path(cfg.reference).stem, cfg.metric, cfg.min_seeds)
     (out / "summary.md").write_text(md)
     print(md)
     if cfg.results_file:
