@@ -142,8 +142,8 @@ def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
 
     cfg = make_cfg(f"+experiment={name}")
     validate(cfg)
-    grids = OmegaConf.to_container(OmegaConf.load(REPO / f"conf/experiment/{name}.yaml")).get("hydra", {})
-    for grid in grids.get("sweeper", {}).get("grids") or []:
+    grids = OmegaConf.select(OmegaConf.load(REPO / f"conf/experiment/{name}.yaml"), "hydra.sweeper.grids")
+    for grid in OmegaConf.to_container(grids) if grids is not None else []:
         first = expand([grid], [])[0]
         validate(make_cfg(f"+experiment={name}", *first))
 

@@ -12,9 +12,9 @@ from mnist_pruning.report.runs import ReportError, Runs, setting_text
 from mnist_pruning.report.summary import near_full, usual_values
 
 
-def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, min_seeds: int = 1) -> str:
+def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, min_seeds: int) -> str:
     """The comparison as a table: a row per curve, a column per k, each cell 'ours / theirs';
-    ours marked * when fewer than `min_seeds` seeds are behind it (a sweep still running)."""
+    ours marked * when the summary flagged it (fewer than `min_seeds` seeds: a sweep still running)."""
     clusters = table.get("clusters", pd.Series("-", index=table.index))
     table = table.assign(curve=table["selector"] + np.where(clusters == "-", "", " c" + clusters))
     ks = list(dict.fromkeys(table["k"]))
@@ -33,12 +33,11 @@ def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, m
             if pd.isna(r["median_acc"]):
                 ours = "not run"
             else:
-                ours = f"{100 * r['median_acc']:.1f}" + ("*" if r["seeds"] < min_seeds else "")
+                ours = f"{100 * r['median_acc']:.1f}" + ("*" if r["few_seeds"] else "")
             cells.append(f"{ours} / {100 * r['reference']:.1f}")
         lines.append(f"| {curve} | " + " | ".join(cells) + " |")
     note = f"Each cell: this study's median {metric} / {reference_name}'s, in percent"
-    few = table["seeds"].notna() & (table["seeds"] < min_seeds)
-    note += f"; * fewer than {min_seeds} seeds." if few.any() else "."
+    note += f"; * fewer than {min_seeds} seeds." if table["few_seeds"].eq(True).any() else "."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -210,10 +210,10 @@ def compare(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         raise ReportError("reference: needs the columns selector, k and median_acc")
     ours = as_text(summary[["selector", "embedding", "clusters", "balance"]])
     ours["k"] = np.where(summary["selector"] == "full", "full", summary["k"].astype(str))
-    ours[["median_acc", "seeds"]] = summary[["median_acc", "seeds"]]
+    ours[["median_acc", "seeds", "few_seeds"]] = summary[["median_acc", "seeds", "few_seeds"]]
     clash = ours.duplicated(keys, keep=False)
     if clash.any():
         raise ReportError(f"reference: several settings match {keys}; report one experiment or sweep")
     ref = as_text(reference[keys]).assign(reference=reference["median_acc"].astype(float))
-    out = ref.merge(ours[[*keys, "median_acc", "seeds"]], how="left", on=keys)
+    out = ref.merge(ours[[*keys, "median_acc", "seeds", "few_seeds"]], how="left", on=keys)
     return out.assign(difference=out["median_acc"] - out["reference"])
