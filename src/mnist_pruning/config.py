@@ -59,7 +59,9 @@ class EmbeddingConfig:
     lr: float = 2e-3
     momentum: float = 0.9  # classifier (SGD)
     weight_decay: float = 5e-4  # classifier
-    seed: int = 0
+    # a learned fit's seed (autoencoder, classifier); None: the run's seed, so five seeds are
+    # five fits; a number fixes one fit for every run (pca and pixels have no randomness)
+    seed: int | None = None
 
 
 @dataclass
@@ -72,7 +74,7 @@ class ScoreConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    seed: int = 0
+    seed: int | None = None  # None: the run's seed (five seeds, five sets of scores)
 
 
 @dataclass
@@ -147,6 +149,12 @@ def size_regime(selector: str, k: int, validation_size: int, bounds: Any) -> str
             f"give one a bound >= {size}"
         )
     return fitting[0][1]
+
+
+def fit_seed(explicit: int | None, run_seed: int) -> int:
+    """The seed of a fit behind a run's subset (an embedding's, the score trainings'): the run's
+    own, so that a seed repeats the whole method, unless the config fixes one fit for all runs."""
+    return run_seed if explicit is None else int(explicit)
 
 
 def per_cluster(k: int, images: int) -> int:

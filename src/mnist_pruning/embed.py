@@ -162,6 +162,7 @@ EMBEDDINGS: dict[str, Embedding] = {
     "classifier": classifier,
 }
 SUPERVISED = {"classifier"}  # fitted with the pool's labels, on the pool only
+SEEDED = {"autoencoder", "classifier"}  # learned fits: one per seed (pca and pixels have no randomness)
 
 
 def embed(

@@ -27,9 +27,9 @@ from mnist_pruning import tracking
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
+from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
-from mnist_pruning.embed import SUPERVISED, embed
+from mnist_pruning.embed import SEEDED, SUPERVISED, embed
 from mnist_pruning.scores import ScoreSettings, pool_scores
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
@@ -54,8 +54,13 @@ def get_cache(root: str, enabled: bool) -> Cache:
 
 def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
     """The embedding of all 60k training images (never the test images), cached; a supervised
-    one (classifier) is fitted on the selection pool's images and labels only."""
+    one (classifier) is fitted on the selection pool's images and labels only. A learned fit
+    follows the run's seed unless `embedding.seed` fixes it; pca and pixels are one fit."""
     settings = OmegaConf.to_container(cfg.embedding, resolve=True)
+    if cfg.embedding.name in SEEDED:
+        settings["seed"] = fit_seed(settings["seed"], cfg.seed)
+    else:
+        del settings["seed"]
     key = {"data": data.fingerprint, **settings}
     fit: dict = {}
     if cfg.embedding.name in SUPERVISED:
@@ -67,8 +72,10 @@ def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -
 
 def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
     """The selector's per-image scores of the pool (el2n, forgetting), from trainings on the pool
-    only, cached: every run with the same pool and score settings shares them."""
-    settings = ScoreSettings(**OmegaConf.to_container(cfg.selector.score, resolve=True))
+    only, cached: every run with the same pool, score settings and seed shares them (the run's
+    seed unless `selector.score.seed` fixes one)."""
+    settings = OmegaConf.to_container(cfg.selector.score, resolve=True)
+    settings = ScoreSettings(**{**settings, "seed": fit_seed(settings["seed"], cfg.seed)})
     kind = cfg.selector.name
     key = {"data": data.fingerprint, "kind": kind, "rows": array_digest(pool), **settings.__dict__}
 
@@ -116,6 +123,26 @@ def recipe_of(cfg: DictConfig) -> Recipe:
     return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
 
 
+def subset_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
+    """The kept indices into the training set: embedding or scores of the pool, then the selector;
+    everything random behind them follows `cfg.seed` (unless the config fixes a fit's seed)."""
+    labels = data.train_labels.numpy()
+    sel = cfg.selector
+    # a selector that ignores the embedding is given none: a random run trains no autoencoder
+    free = sel.name in EMBEDDING_FREE
+    x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
+    options = Options(
+        clusters=sel.get("clusters"),
+        balance=sel.balance,
+        neighbors=sel.neighbors,
+        easy_fraction=sel.easy_fraction,
+        keep=sel.keep,
+        scores=scores_of(cfg, data, pool, cache) if sel.name in SCORED_SELECTORS else None,
+        kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
+    )
+    return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
+
+
 def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
     """One experiment: select k training images, train LeNet-5 on them, log everything."""
     import mlflow
@@ -132,21 +159,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
 
         start = time.perf_counter()
         labels = data.train_labels.numpy()
-        sel = cfg.selector
-        # a selector that ignores the embedding is given none: a random run trains no autoencoder
-        free = sel.name in EMBEDDING_FREE
-        x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
-        options = Options(
-            clusters=sel.get("clusters"),
-            balance=sel.balance,
-            neighbors=sel.neighbors,
-            easy_fraction=sel.easy_fraction,
-            keep=sel.keep,
-            scores=scores_of(cfg, data, pool, cache) if sel.name in SCORED_SELECTORS else None,
-            kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
-        )
-        picked = select(cfg.selector.name, x[pool], labels[pool], cfg.k, cfg.seed, options)
-        indices = pool[picked]
+        indices = subset_of(cfg, data, pool, cache)
         select_seconds = time.perf_counter() - start
         tracking.log_selection(
             indices,

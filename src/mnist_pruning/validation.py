@@ -177,3 +177,5 @@ def validate(cfg: DictConfig) -> None:
         "null (torch's default) or an integer >= 1",
     )
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    for key, value in (("embedding.seed", cfg.embedding.seed), ("selector.score.seed", sel.score.seed)):
+        _check(value is None or value >= 0, key, value, "null (the run's seed) or an integer >= 0")

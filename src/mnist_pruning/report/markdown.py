@@ -61,16 +61,18 @@ def markdown(
 ) -> str:
     usual = usual_values(setting_text(runs.finished))
     lines = [
-        f"| selector | embedding | clusters | balanced | k | regime | seeds | median {metric} | IQR | min "
-        "| max | select s | train s |",
-        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| selector | embedding | clusters | balanced | k | regime | seeds | subsets | median {metric} "
+        "| IQR | min | max | select s | train s |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for _, r in summary.iterrows():
         seeds = f"{r['seeds']}*" if r["few_seeds"] else str(r["seeds"])
         sel = f"{r['selector']} ({r['other']})" if r["other"] else r["selector"]
+        subsets = "-" if pd.isna(r["subsets"]) else str(int(r["subsets"]))
         lines.append(
             f"| {sel} | {r['embedding']} | {r['clusters']} | {'yes' if r['balance'] else 'no'} | {r['k']} "
-            f"| {r['regime']} | {seeds} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
+            f"| {r['regime']} | {seeds} | {subsets} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} "
+            f"| {r['min_acc']:.4f} "
             f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
         )
     lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]
@@ -86,6 +88,7 @@ def markdown(
             ]
             lines += answer_table(near)
     notes = [f"{len(runs.finished)} finished runs"]
+    notes.append(subsets_note(summary))
     alike: dict[tuple[str, str], list[str]] = {}  # groups with the same usual values: one note
     for group, values in usual.items():
         if values:
@@ -101,6 +104,24 @@ def markdown(
     if runs.duplicates:
         notes.append(f"{runs.duplicates} older duplicate runs left out")
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def subsets_note(summary: pd.DataFrame) -> str:
+    """Per curve, whether its seeds drew distinct subsets: a median over seeds that trained on
+    one subset measures training noise only, not the method's."""
+    known = summary[summary["subsets"].notna() & (summary["selector"] != "full")]
+    if known.empty:
+        return "subsets: not recorded (runs logged before the subset tag)"
+    shared = []
+    for curve, part in known.groupby("curve", sort=True):
+        fewer = part[part["subsets"] < part["seeds"]]
+        if not fewer.empty:
+            cells = ", ".join(f"k = {r.k}: {int(r.subsets)} of {r.seeds}" for r in fewer.itertuples())
+            shared.append(f"{curve} ({cells})")
+    text = "subsets: the distinct subsets among a setting's seeds (the digests of their kept indices)"
+    if not shared:
+        return f"{text}; every setting's seeds drew one subset each"
+    return f"{text}; seeds that shared subsets: {'; '.join(shared)}"
 
 
 def block_of(path: Path, name: str) -> tuple[str, str, str]:

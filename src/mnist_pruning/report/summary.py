@@ -10,6 +10,7 @@ import pandas as pd
 
 from mnist_pruning.report.runs import IGNORED, ReportError, as_text, ignores_embedding, setting_text
 from mnist_pruning.selectors import SCORED_SELECTORS
+from mnist_pruning.tracking import SUBSET_TAG
 
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
@@ -118,6 +119,7 @@ def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") 
             {
                 **{c: first[c] for c in (*MAIN, "other", "curve")},
                 "seeds": len(part),
+                "subsets": distinct_subsets(part),
                 "median_acc": acc.median(),
                 "min_acc": acc.min(),
                 "max_acc": acc.max(),
@@ -132,6 +134,14 @@ def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") 
     return pd.DataFrame(rows).sort_values(["curve", "k"]).reset_index(drop=True)
 
 
+def distinct_subsets(runs: pd.DataFrame) -> float:
+    """How many different subsets a setting's seeds trained on, by the runs' `subset` digests
+    (5 of 5 seeds: the method was repeated; 1: one subset trained five times); NaN for runs
+    logged before the tag."""
+    digests = runs.get(f"tags.{SUBSET_TAG}", pd.Series(np.nan, index=runs.index))
+    return float(digests.nunique()) if digests.notna().all() else math.nan
+
+
 def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """One row per run behind the medians (its setting, seed and accuracy, its run id and
     config hash): what a median was taken of, kept beside the summary outside the store."""
@@ -143,6 +153,7 @@ def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
         train_seconds=runs["metrics.train_seconds"],
         run_id=runs["run_id"],
         config_hash=runs.get("tags.config_hash"),
+        subset=runs.get(f"tags.{SUBSET_TAG}"),
     )
     return out.sort_values(["curve", "k", "seed"]).reset_index(drop=True)
 

@@ -14,7 +14,7 @@ from mnist_pruning.tracking.identity import (
     git_commit,
     run_name,
 )
-from mnist_pruning.tracking.runs import interrupted, log_selection, mlflow_run, one_line
+from mnist_pruning.tracking.runs import SUBSET_TAG, interrupted, log_selection, mlflow_run, one_line
 from mnist_pruning.tracking.store import TrackingError, check_reachable, ensure_experiment, ready_store
 from mnist_pruning.tracking.sweeps import (
     SWEEP_TAG,
@@ -31,6 +31,7 @@ from mnist_pruning.tracking.sweeps import (
 __all__ = [
     "HOST",
     "NON_SEMANTIC_KEYS",
+    "SUBSET_TAG",
     "SWEEP_TAG",
     "TABLE_KEYS",
     "StoreCallback",

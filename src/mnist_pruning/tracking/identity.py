@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_pruning.embed import SEEDED
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
 # keys that say where or how a run executes, not what it computes: left out of the config hash
@@ -61,8 +62,9 @@ def config_hash(cfg: DictConfig) -> str:
 
 def run_name(cfg: DictConfig) -> str:
     """Say what the run is, e.g. nearest-k600-pca50-s0 or furthest-k600-c50-bal-ae64-s1. What
-    picks the subset is in the name: the embedding (not for a selector that ignores it) and the
-    seed of a refitted embedding or of the score trainings when not 0 (ae64e3, ss2)."""
+    picks the subset is in the name: the embedding (not for a selector that ignores it), and a
+    learned fit's or the score trainings' seed where the config fixes it instead of following
+    the run's seed (ae64e0: one autoencoder fit for every seed; ss2)."""
     sel = cfg.selector
     parts = [f"{sel.name}-{sel.keep}" if sel.name in SCORED_SELECTORS else sel.name]
     if sel.name != "full":
@@ -75,8 +77,9 @@ def run_name(cfg: DictConfig) -> str:
         emb = cfg.embedding
         short = {"autoencoder": "ae"}.get(emb.name, emb.name)
         short = short if emb.dims is None else f"{short}{emb.dims}"
-        parts.append(f"{short}e{emb.seed}" if emb.get("seed") else short)
-    if sel.name in SCORED_SELECTORS and sel.score.seed:
+        fixed = emb.name in SEEDED and emb.get("seed") is not None
+        parts.append(f"{short}e{emb.seed}" if fixed else short)
+    if sel.name in SCORED_SELECTORS and sel.score.seed is not None:
         parts.append(f"ss{sel.score.seed}")
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)

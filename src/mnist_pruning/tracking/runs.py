@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_pruning.tracking.identity import HOST, clusters_rule, config_hash, flatten, git_commit, run_name
 
+SUBSET_TAG = "subset"  # the digest of the sorted kept indices
+
 
 def one_line(error: BaseException) -> str:
     text = str(error).strip().replace("\n", " ")
@@ -75,13 +77,16 @@ def log_selection(
     """The kept subset as an MLflow dataset (context `train`) whose digest is that of its sorted
     indices, so two runs that trained on the same images show the same dataset in the UI; and
     selected_indices.npy (int64 indices into the 60k training set) and selected_images.png, a
-    montage of what was kept, so selectors can be compared side by side."""
+    montage of what was kept, so selectors can be compared side by side. The digest is also the
+    run's `subset` tag."""
     import mlflow
 
     from mnist_pruning.cache import array_digest
     from mnist_pruning.figures import save_montage
 
     kept = np.sort(np.asarray(indices, dtype=np.int64))
+    digest = array_digest(kept)[:16]
+    mlflow.set_tag(SUBSET_TAG, digest)  # the report counts distinct subsets per setting by it
     with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all local)
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_numpy(
@@ -89,7 +94,7 @@ def log_selection(
             source=source,
             targets=np.asarray(labels)[kept],
             name=f"mnist-train-{len(kept)}",
-            digest=array_digest(kept)[:16],
+            digest=digest,
         )
     for attempt in range(3):
         try:
