@@ -36,6 +36,7 @@ def add_run(
     keep=None,
     clusters_rule=None,
     extra=None,
+    subset=None,
 ):
     params = {
         "selector": selector,
@@ -65,6 +66,8 @@ def add_run(
     client.set_tag(rid, "config_hash", f"{selector}-{k}-{seed}-{clusters}-{metric}-{steps}-{keep}-{extra}")
     if clusters_rule is not None:
         client.set_tag(rid, "clusters", clusters_rule)
+    if subset is not None:
+        client.set_tag(rid, "subset", subset)
     for key, value in {
         metric: acc,
         "train_size": k,
@@ -141,7 +144,7 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
         },
     )
     report.write_report(cfg)
-    assert "| random | - | - | no | 100 | - | 5 | 0.8400 |" in capsys.readouterr().out
+    assert "| random | - | - | no | 100 | - | 5 | - | 0.8400 |" in capsys.readouterr().out
     csv = pd.read_csv(out / "summary.csv")
     assert len(csv) == 3
     per_run = pd.read_csv(out / "runs.csv")  # the 13 runs behind the medians, newest of a seed
@@ -271,7 +274,7 @@ def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regime
     assert plain["regime"].tolist() == ["tiny", "small"] and plain["k"].tolist() == [20, 200]
     assert set(s["curve"]) == {"random", "random train.steps=100"}
     md = report.markdown(s, report.smallest_k(s, 0.95), 0.95, runs, 5, "test_acc")
-    assert "| random | - | - | no | 20 | tiny | 5 | 0.8000 |" in md
+    assert "| random | - | - | no | 20 | tiny | 5 | - | 0.8000 |" in md
     assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md
 
 
@@ -388,3 +391,29 @@ def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embeddi
     md = report.markdown(s.reset_index(), report.smallest_k(s.reset_index(), 0.95), 0.95, runs, 5, "test_acc")
     assert "(embedding autoencoder): embedding.epochs=10" in md and "(ignored)" not in md
     assert "embedding.seed" not in md
+
+
+def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path):
+    """Five seeds of random drew five subsets; five seeds of nearest on one fixed fit trained one
+    subset five times: the subsets column says 5 and 1, and the note names the curve and k whose
+    seeds shared a subset. Runs logged before the tag show '-'."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        add_run(client, exp_id, "random", 100, seed, 0.9, subset=f"r{seed}")
+        add_run(client, exp_id, "nearest", 100, seed, 0.9, subset="one")
+        add_run(client, exp_id, "nearest", 200, seed, 0.9, subset=f"n{seed % 2}")
+        add_run(client, exp_id, "random", 200, seed, 0.9)  # before the subset tag
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished).set_index(["curve", "k"])
+    assert s.loc[("random", 100), "subsets"] == 5
+    assert s.loc[("nearest pca50", 100), "subsets"] == 1
+    assert s.loc[("nearest pca50", 200), "subsets"] == 2
+    assert math.isnan(s.loc[("random", 200), "subsets"])
+    md = report.markdown(s.reset_index(), report.smallest_k(s.reset_index(), 0.95), 0.95, runs, 5, "test_acc")
+    assert "seeds that shared subsets: nearest pca50 (k = 100: 1 of 5, k = 200: 2 of 5)." in md
+    rows = [line for line in md.splitlines() if line.startswith("| random | - |")]
+    assert [r.split(" | ")[7] for r in rows] == ["5", "-"]
+    per_run = report.per_run(runs.finished).set_index(["curve", "k", "seed"])
+    assert per_run.loc[("nearest pca50", 100, 3), "subset"] == "one"

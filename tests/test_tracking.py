@@ -117,3 +117,49 @@ def test_an_interrupted_run_is_killed_even_when_python_wraps_the_interrupt(tmp_p
     run = MlflowClient(uri).search_runs([exp])[0]
     assert run.info.status == status
     mlflow.set_tracking_uri(None)
+
+
+def _sweep_with_a_bad_job(tmp_path, run_env, args):
+    """A sweep on a fresh store: its exit code, its output, the parent run and the failed child."""
+    res = run_train(["-m", *args, *FAST], tmp_path, run_env)
+    (parent,) = search_runs(tmp_path, kind="sweep").to_dict("records")
+    runs = search_runs(tmp_path)
+    (failed,) = runs[runs["status"] == "FAILED"].to_dict("records")
+    return res, parent, failed
+
+
+def test_a_bad_value_in_a_sweep_fails_its_job_and_the_sweep(tmp_path, run_env):
+    """`k=70000` in a sweep is one line naming the key, a FAILED child of the sweep's parent (tied
+    to it before the config is resolved for logging), and the sweep exits non-zero."""
+    res, parent, failed = _sweep_with_a_bad_job(tmp_path, run_env, ["selector=random", "k=100,70000,200"])
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert parent["status"] == "FAILED" and parent["tags.children"] == "3"
+    assert parent["tags.failed_children"] == "1"
+    assert failed["tags.mlflow.parentRunId"] == parent["run_id"]
+    assert failed["tags.sweep"] == parent["tags.sweep"] and failed["tags.job_num"] == "1"
+    assert failed["tags.error"] == (
+        "ConfigError: k=70000 is not allowed: an integer from 1 to 60000 (the selection pool)"
+    )
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert errors[0].endswith("k=70000 is not allowed: an integer from 1 to 60000 (the selection pool)")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_error_inside_an_interpolation_is_its_cause_in_one_line(tmp_path, run_env, resume):
+    """Full data with no regime bound that covers 60,000 images: the regime's resolver raises
+    inside OmegaConf, which wraps it. The job's line and `error` tag give the resolver's message,
+    with and without resume (which hashes the config before a run starts: a FAILED run is
+    recorded for the job all the same)."""
+    args = ["selector=full,random", "k=100", "train.regime_bounds.full=1000", f"resume={resume}"]
+    res, parent, failed = _sweep_with_a_bad_job(tmp_path, run_env, args)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert parent["status"] == "FAILED" and parent["tags.children"] == "2"
+    assert parent["tags.failed_children"] == "1"
+    assert failed["tags.mlflow.parentRunId"] == parent["run_id"] and failed["tags.job_num"] == "0"
+    assert failed["tags.mlflow.runName"] == "full-s0"
+    assert failed["tags.error"].startswith("ConfigError: train.regime_bounds=")
+    assert "no regime for a training set of 60000 images" in failed["tags.error"]
+    assert "Traceback" not in out and "InterpolationResolutionError" not in out

@@ -63,10 +63,12 @@ def test_failing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, run_env)
     res = run_train(["-m", "selector=random", "k=0,50", *FAST], tmp_path, run_env)
     assert res.returncode != 0
     assert "1 of 2 runs of this sweep failed" in res.stdout + res.stderr
-    runs = search_runs(tmp_path).set_index("params.k")
-    assert runs.loc["50", "status"] == "FINISHED"
-    assert runs.loc["0", "status"] == "FAILED"
-    assert "k=0" in runs.loc["0", "tags.error"]
+    runs = search_runs(tmp_path).set_index("tags.mlflow.runName")
+    assert runs.loc["random-k50-s0", "status"] == "FINISHED"
+    assert runs.loc["random-k0-s0", "status"] == "FAILED"
+    assert "k=0" in runs.loc["random-k0-s0", "tags.error"]
+    # checked before its params were logged: the job's overrides say what it was
+    assert runs.loc["random-k0-s0", "tags.overrides"].split() == ["selector=random", "k=0", *FAST]
 
 
 def test_bad_input_is_one_line_and_records_nothing(tmp_path, run_env):

@@ -147,8 +147,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
     """One experiment: select k training images, train LeNet-5 on them, log everything."""
     import mlflow
 
-    with tracking.mlflow_run(cfg, experiment_id, tags):
-        validate(cfg)
+    with tracking.mlflow_run(cfg, experiment_id, tags, check=validate):
         torch.set_num_threads(threads_per_job(cfg.threads, HydraConfig.get()))
         mlflow.set_tag("torch_threads", str(torch.get_num_threads()))
         device = resolve_device(cfg.device)
@@ -209,16 +208,20 @@ def _stop_on_sigterm() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Single run: a bad input exits 2 with one line. In a sweep, a failing job is recorded as
-    FAILED and the sweep goes on; `tracking.StoreCallback` makes the sweep exit non-zero."""
+    """Single run: a bad input exits 2 with one line. In a sweep, a failing job is recorded as a
+    FAILED child of the sweep's parent (even one that fails before its run could start) and the
+    sweep goes on; `tracking.StoreCallback` makes the sweep exit non-zero."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    job = hc.job.num if multirun else 0
     tags = {
         "sweep": hc.sweep.dir if multirun else hc.run.dir,
-        "job_num": str(hc.job.num) if multirun else "0",
+        "job_num": str(job),
         "output_dir": hc.runtime.output_dir,
+        "overrides": " ".join(hc.overrides.task)[:5000],  # what the job was, even if it fails at once
     }
     _stop_on_sigterm()
+    experiment_id = None
     try:
         if not multirun:  # a sweep records the error in a FAILED run instead
             validate(cfg)
@@ -231,19 +234,37 @@ def main(cfg: DictConfig) -> float | None:
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent
         if cfg.resume:
+            validate(cfg)  # the config hash resolves every value: check them first
             done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
             if done is not None:
                 log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
                 return done.data.metrics.get("test_acc", done.data.metrics.get("val_acc"))
+    except Exception as e:  # before the run began: in a sweep, a FAILED run says so
+        if multirun and experiment_id is not None:
+            try:
+                tracking.record_failure(cfg, experiment_id, tags, e)
+            except Exception as store_error:  # the store itself failed: say both in the log
+                log.error("job %s: its failure was not recorded: %s", job, tracking.one_line(store_error))
+        return _failed(e, multirun, job)
+    try:
         return run(cfg, experiment_id, tags)
-    except USER_ERRORS as e:
-        log.error("%s", e)
+    except Exception as e:  # the run is recorded FAILED with its error
+        return _failed(e, multirun, job)
+
+
+def _failed(error: Exception, multirun: bool, job: int) -> None:
+    """A user error (a bad value, even one raised inside an interpolation) is one line, exit 2
+    for a single run; anything else is raised in a single run, logged with its traceback in a
+    sweep, which goes on."""
+    cause = tracking.cause_of(error)
+    if isinstance(cause, USER_ERRORS):
+        log.error("%s", cause)
         if not multirun:
             sys.exit(2)
-    except Exception:
-        if not multirun:
-            raise
-        log.exception("job %s failed; the sweep goes on", hc.job.num)
+        return None
+    if not multirun:
+        raise error
+    log.exception("job %s failed; the sweep goes on", job)
     return None
 
 

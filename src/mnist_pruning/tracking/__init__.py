@@ -14,7 +14,15 @@ from mnist_pruning.tracking.identity import (
     git_commit,
     run_name,
 )
-from mnist_pruning.tracking.runs import SUBSET_TAG, interrupted, log_selection, mlflow_run, one_line
+from mnist_pruning.tracking.runs import (
+    SUBSET_TAG,
+    cause_of,
+    interrupted,
+    log_selection,
+    mlflow_run,
+    one_line,
+    record_failure,
+)
 from mnist_pruning.tracking.store import TrackingError, check_reachable, ensure_experiment, ready_store
 from mnist_pruning.tracking.sweeps import (
     SWEEP_TAG,
@@ -36,6 +44,7 @@ __all__ = [
     "TABLE_KEYS",
     "StoreCallback",
     "TrackingError",
+    "cause_of",
     "check_reachable",
     "children",
     "close_orphans",
@@ -53,6 +62,7 @@ __all__ = [
     "one_line",
     "open_sweep",
     "ready_store",
+    "record_failure",
     "run_name",
     "sweep_parent",
 ]

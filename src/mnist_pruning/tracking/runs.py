@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,24 @@ from mnist_pruning.tracking.identity import HOST, clusters_rule, config_hash, fl
 SUBSET_TAG = "subset"  # the digest of the sorted kept indices
 
 
+def cause_of(error: BaseException) -> BaseException:
+    """The error behind OmegaConf's wrapping: a resolver that raises (the regime of a size no
+    regime covers) comes out as an InterpolationResolutionError raised while handling the real
+    one (OmegaConf drops `__cause__` unless OC_CAUSE is set, so follow the context too)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    seen: set[int] = set()
+    while isinstance(error, OmegaConfBaseException) and id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
 def one_line(error: BaseException) -> str:
+    error = cause_of(error)
     text = str(error).strip().replace("\n", " ")
     return f"{type(error).__name__}: {text}"[:500]
 
@@ -39,28 +56,40 @@ def interrupted(error: BaseException) -> bool:
     return False
 
 
+def _created_with(cfg: DictConfig, tags: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The name and the tags a run is created with: the job's own (sweep, parent run, job number)
+    and where it runs, none of which needs the config resolved, so nothing here can fail and a
+    run is tied to its sweep before anything else happens. A name that cannot be resolved (a bad
+    value it interpolates) falls back to the job number."""
+    try:
+        name = run_name(cfg)
+    except Exception:
+        name = f"job{tags.get('job_num', '0')}"
+    base = {**tags, "kind": "train", "git_commit": git_commit(), "host": HOST, "pid": str(os.getpid())}
+    return name, base
+
+
 @contextmanager
-def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Iterator[Any]:
-    """One MLflow run with the resolved config as params; KILLED if the body is interrupted,
-    FAILED if it raises anything else."""
+def mlflow_run(
+    cfg: DictConfig,
+    experiment_id: str,
+    tags: dict[str, str],
+    check: Callable[[DictConfig], None] | None = None,
+) -> Iterator[Any]:
+    """One MLflow run, created with the job's tags; then `check` (the config's ranges, before
+    anything resolves it for logging) and the resolved config as params. KILLED if the body is
+    interrupted, FAILED if anything raises, its error (unwrapped) in the `error` tag."""
     import mlflow
 
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
+    name, base = _created_with(cfg, tags)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=base)
     try:
+        if check is not None:
+            check(cfg)
         params = flatten(cfg)
         params.update(selector=cfg.selector.name, embedding=cfg.embedding.name)
         mlflow.log_params({k: "None" if v is None else v for k, v in params.items()})
-        mlflow.set_tags(
-            {
-                **tags,
-                "kind": "train",
-                "config_hash": config_hash(cfg),
-                "clusters": clusters_rule(cfg),
-                "git_commit": git_commit(),
-                "host": HOST,
-                "pid": str(os.getpid()),
-            }
-        )
+        mlflow.set_tags({"config_hash": config_hash(cfg), "clusters": clusters_rule(cfg)})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         yield run
     except BaseException as e:
@@ -69,6 +98,18 @@ def mlflow_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> Ite
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def record_failure(cfg: DictConfig, experiment_id: str, tags: dict[str, str], error: BaseException) -> str:
+    """A FAILED run for a job that failed before its run began (its config could not be checked
+    or hashed for resume), tied to its sweep like any other, so the sweep's parent counts it."""
+    import mlflow
+
+    name, base = _created_with(cfg, tags)
+    base["error"] = one_line(error)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=base)
+    mlflow.end_run(status="FAILED")
+    return run.info.run_id
 
 
 def log_selection(
