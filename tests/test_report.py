@@ -372,7 +372,7 @@ def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embeddi
     exp_id = client.create_experiment(EXP)
     autoencoder = {"embedding": "autoencoder", "embedding.name": "autoencoder", "embedding.dims": "64"}
     autoencoder["embedding.epochs"] = "10"  # an embedding's own setting, which pca has not
-    pca = {"embedding.seed": "0"}  # the same for every run that uses an embedding: no note
+    pca = {"embedding.seed": "None"}  # each run's own seed, as by default: no note
     autoencoder.update(pca)
     for extra, accs in (
         (pca, [0.80, 0.82, 0.84, 0.86, 0.88]),
@@ -417,3 +417,29 @@ def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path):
     assert [r.split(" | ")[7] for r in rows] == ["5", "-"]
     per_run = report.per_run(runs.finished).set_index(["curve", "k", "seed"])
     assert per_run.loc[("nearest pca50", 100, 3), "subset"] == "one"
+
+
+def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):
+    """`embedding.seed=0` (one autoencoder fit for every seed, the frontier's second edition)
+    beside the default (each seed its own fit): two curves, the fixed one named, never mixed;
+    a report of fixed-fit runs only names it too."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    ae = {"embedding": "autoencoder", "embedding.name": "autoencoder", "embedding.dims": "64"}
+    for seed in range(5):
+        add_run(client, exp_id, "herding", 30, seed, 0.94, extra={**ae, "embedding.seed": "None"})
+        add_run(client, exp_id, "herding", 30, seed, 0.95, extra={**ae, "embedding.seed": "0"})
+    s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
+    assert sorted(s["curve"]) == ["herding autoencoder64", "herding autoencoder64 embedding.seed=0"]
+    assert s.set_index("curve")["seeds"].tolist() == [5, 5]
+
+    only_fixed = tmp_path / "fixed"
+    uri = f"sqlite:///{only_fixed}/mlflow.db"
+    only_fixed.mkdir()
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        add_run(client, exp_id, "herding", 30, seed, 0.95, extra={**ae, "embedding.seed": "0"})
+    s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
+    assert s["curve"].tolist() == ["herding autoencoder64 embedding.seed=0"]

@@ -58,13 +58,20 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# the seeds of the fits behind a subset: None follows the run's seed; a number is one fit for all
+FIT_SEEDS = ("params.embedding.seed", "params.selector.score.seed")
+
+
 def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     """Per further setting (param column) that varies between runs, its most common value: of
     the embedding's own settings per embedding (the classifier's epochs are not the
     autoencoder's), of a selector's own per selector (forgetting's score epochs are not el2n's),
-    of the rest per recipe regime (a regime's own steps are not an exception).
+    of the rest per recipe regime (a regime's own steps are not an exception). A fit's seed is
+    usually None (the run's own): a fixed fit (`embedding.seed=0`) is always named.
     Keyed 'regime <name>', 'embedding <name>' and 'selector <name>'."""
     varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c][text[c] != IGNORED].nunique() > 1]
+    fixed_fits = [c for c in FIT_SEEDS if c in text and (~text[c].isin(["None", IGNORED])).any()]
+    varying += [c for c in fixed_fits if c not in varying]
     own = {by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector")}
     rest = [c for c in varying if not any(c in cols for cols in own.values())]
     usual = {}
@@ -73,7 +80,8 @@ def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
         for name, part in text.groupby(groups):
             if by == "embedding" and name == IGNORED:  # selectors that ignore the embedding
                 continue
-            usual[f"{by} {name}"] = {c: part[c].mode().iloc[0] for c in cols}
+            # a fit's seed: usually the run's own (None); a fixed fit is always named
+            usual[f"{by} {name}"] = {c: "None" if c in FIT_SEEDS else part[c].mode().iloc[0] for c in cols}
     return usual
 
 
