@@ -89,6 +89,41 @@ class SelectorConfig:
 
 
 @dataclass
+class ProxyConfig:
+    """The short LeNet-5 trainings that score a candidate subset for `search`, on the search's
+    held-out split: the same training seeds for every candidate (common random numbers)."""
+
+    steps: int = 600
+    batch_size: int = 64
+    seeds: int = 2  # trainings per candidate, their seeds drawn from the run's seed
+    eval_size: int = 5000  # held-out images each candidate is scored on
+    augment: bool = True  # the run's regime's augmentation (False: plain images)
+
+
+@dataclass
+class SearchConfig:
+    """`search`: start from the base selector's best draw, then swap one image at a time for
+    another of its class, keeping a swap when the proxy's score rises."""
+
+    holdout: int = 10000  # training images held out of the pool for the proxy, never the test set
+    holdout_seed: int | None = None  # None: the run's seed
+    draws: int = 8  # base subsets: the first on the whole pool, the rest on random halves of each class
+    evaluations: int = 60  # proxy evaluations in all, draws included; 0: the base's subset, unscored
+    candidates: str = "neighbors"  # a swap brings in a neighbour of the image replaced, or "ranked"
+    width: int = 20  # neighbours of an image, or extra images per class ranked by the base
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+
+@dataclass
+class SearchSelectorConfig(SelectorConfig):
+    """`selector=search`: the selector's other settings (clusters, neighbors, keep, score) are
+    its base's. A schema of its own, so that no other selector's runs carry these keys."""
+
+    base: str = "herding"
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
 class KMeansConfig:
     max_iter: int = 100
     tol: float = 1e-4
@@ -242,6 +277,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="selector", name="base_selector", node=SelectorConfig)
+    cs.store(group="selector", name="base_search", node=SearchSelectorConfig)
     cs.store(group="embedding", name="base_embedding", node=EmbeddingConfig)
     cs.store(group="train", name="base_train", node=TrainConfig)
     cs.store(group="data", name="base_data", node=DataConfig)

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
 from mnist_pruning.embed import SEEDED, SUPERVISED, embed
+from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, pool_scores
-from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, select
+from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
 from mnist_pruning.validation import check_choices, user_conf_dirs, validate
 
@@ -70,13 +72,12 @@ def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -
     return arrays["x"]
 
 
-def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
+def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache, kind: str) -> np.ndarray:
     """The selector's per-image scores of the pool (el2n, forgetting), from trainings on the pool
     only, cached: every run with the same pool, score settings and seed shares them (the run's
     seed unless `selector.score.seed` fixes one)."""
     settings = OmegaConf.to_container(cfg.selector.score, resolve=True)
     settings = ScoreSettings(**{**settings, "seed": fit_seed(settings["seed"], cfg.seed)})
-    kind = cfg.selector.name
     key = {"data": data.fingerprint, "kind": kind, "rows": array_digest(pool), **settings.__dict__}
 
     def compute() -> Arrays:
@@ -123,11 +124,65 @@ def recipe_of(cfg: DictConfig) -> Recipe:
     return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
 
 
-def subset_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
+def search_split(cfg: DictConfig, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, holdout): a search's held-out split, carved out of the selection pool before
+    anything else sees it (in random order, so its first `eval_size` rows are a random sample);
+    the whole pool and no holdout for every other selector."""
+    if cfg.selector.name != "search":
+        return pool, np.empty(0, dtype=np.int64)
+    s = cfg.selector.search
+    perm = np.random.default_rng(fit_seed(s.holdout_seed, cfg.seed)).permutation(len(pool))
+    return np.sort(pool[perm[s.holdout :]]), pool[perm[: s.holdout]]
+
+
+SEARCH_VERSION = 1  # bump when the search's rule changes: cached searches are then redone
+
+
+def search_options(
+    cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarray, path: list, device: torch.device
+) -> SearchOptions:
+    """The search's settings and its proxy, built here (the selector knows no training loop):
+    short trainings of the run's recipe on the pool rows of a candidate, scored on the holdout."""
+    s = cfg.selector.search
+    settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
+    proxy, _ = make_proxy(
+        data.train_images,
+        data.train_labels,
+        pool,
+        holdout,
+        recipe_of(cfg),
+        settings,
+        proxy_seeds(cfg.seed, settings.seeds),
+        cfg.data.mean,
+        cfg.data.std,
+        device,
+    )
+    return SearchOptions(
+        proxy=proxy,
+        draws=s.draws,
+        evaluations=s.evaluations,
+        candidates=s.candidates,
+        width=s.width,
+        trace=lambda n, score, kept: path.append((n, score, float(kept))),
+    )
+
+
+def subset_of(
+    cfg: DictConfig,
+    data: Mnist,
+    pool: np.ndarray,
+    cache: Cache,
+    holdout: np.ndarray | None = None,
+    device: torch.device | None = None,
+    found: dict | None = None,
+) -> np.ndarray:
     """The kept indices into the training set: embedding or scores of the pool, then the selector;
-    everything random behind them follows `cfg.seed` (unless the config fixes a fit's seed)."""
+    everything random behind them follows `cfg.seed` (unless the config fixes a fit's seed). A
+    search also gets its proxy on `holdout` and puts its `path` (rows of evaluation, score, kept)
+    and `seconds` into `found`; a finished search is cached by everything it depends on."""
     labels = data.train_labels.numpy()
     sel = cfg.selector
+    rule = sel.base if sel.name == "search" else sel.name  # what ranks images: a search's base
     # a selector that ignores the embedding is given none: a random run trains no autoencoder
     free = sel.name in EMBEDDING_FREE
     x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
@@ -137,10 +192,40 @@ def subset_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> n
         neighbors=sel.neighbors,
         easy_fraction=sel.easy_fraction,
         keep=sel.keep,
-        scores=scores_of(cfg, data, pool, cache) if sel.name in SCORED_SELECTORS else None,
+        scores=scores_of(cfg, data, pool, cache, rule) if rule in SCORED_SELECTORS else None,
         kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
+        base=sel.get("base") or "herding",
     )
-    return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
+    if sel.name != "search":
+        return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
+
+    path: list[tuple[int, float, float]] = []
+    device = device or torch.device("cpu")
+    holdout = np.empty(0, dtype=np.int64) if holdout is None else holdout
+
+    def run_search() -> Arrays:
+        start = time.perf_counter()
+        opts = replace(options, search=search_options(cfg, data, pool, holdout, path, device))
+        picked = select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, opts)
+        seconds = np.array([time.perf_counter() - start])
+        return {"indices": pool[picked], "path": np.asarray(path, float).reshape(-1, 3), "seconds": seconds}
+
+    key = {
+        "data": data.fingerprint,
+        "pool": array_digest(pool),
+        "holdout": array_digest(holdout),
+        "x": array_digest(x[pool]),
+        "scores": None if options.scores is None else array_digest(options.scores),
+        "k": cfg.k,
+        "seed": cfg.seed,
+        "selector": OmegaConf.to_container(sel, resolve=True),
+        "recipe": recipe_of(cfg).__dict__,
+        "version": SEARCH_VERSION,
+    }
+    done = cache.get("search", key, run_search)
+    if found is not None:
+        found.update(path=done["path"], seconds=float(done["seconds"][0]))
+    return done["indices"]
 
 
 def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
@@ -155,10 +240,12 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         data = load_mnist(cfg.data.root, cfg.data.download, cfg.data.verify, stamp_file=stamps)
         cache = get_cache(cfg.cache.dir, cfg.cache.enabled)
         pool, val = split_pool(len(data.train_labels), cfg.data.validation_size, cfg.data.validation_seed)
+        pool, holdout = search_split(cfg, pool)  # a search's own split, before anything sees the pool
 
         start = time.perf_counter()
         labels = data.train_labels.numpy()
-        indices = subset_of(cfg, data, pool, cache)
+        found: dict = {}
+        indices = subset_of(cfg, data, pool, cache, holdout, device, found)
         select_seconds = time.perf_counter() - start
         tracking.log_selection(
             indices,
@@ -168,6 +255,8 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             source=str(raw_dir(cfg.data.root).resolve()),
         )
         mlflow.log_metrics({"train_size": len(indices), "select_seconds": select_seconds})
+        if found:
+            tracking.log_search(found["path"], found["seconds"], cfg.selector.search.draws)
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
 
         mean, std = cfg.data.mean, cfg.data.std

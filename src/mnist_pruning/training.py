@@ -156,6 +156,7 @@ def train(
     device: torch.device,
     on_eval: EvalHook | None = None,
     should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train LeNet-5 on normalised images `x` and evaluate on `evals` at the end.
 
@@ -163,6 +164,7 @@ def train(
     `recipe.eval_every` they are also evaluated along the way and passed to `on_eval`, for the
     learning curve only: the result is always the accuracy after the last step. `should_stop`
     is asked before every step; when it says so, training ends with KeyboardInterrupt.
+    `progress=False` shows no bar (a search's many short proxy trainings).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -187,7 +189,7 @@ def train(
     def evaluate() -> dict[str, float]:
         return {f"{k}_acc": accuracy(model, ex, ey, recipe.eval_batch_size) for k, (ex, ey) in evals.items()}
 
-    bar = _progress(recipe.steps)
+    bar = _progress(recipe.steps) if progress else None
     start = time.perf_counter()
     model.train()
     for step in range(1, recipe.steps + 1):

@@ -121,6 +121,10 @@ def validate(cfg: DictConfig) -> None:
         cfg.data.validation_size,
         f"an integer from 0 to {N_TRAIN - 1}",
     )
+    rule = cfg.selector.name
+    if rule == "search":  # its own held-out split comes out of the pool; its base ranks images
+        pool = _validate_search(cfg.selector, cfg.k, pool)
+        rule = cfg.selector.base
     if cfg.selector.name != "full":
         _check(1 <= cfg.k <= pool, "k", cfg.k, f"an integer from 1 to {pool} (the selection pool)")
     _check(
@@ -138,7 +142,9 @@ def validate(cfg: DictConfig) -> None:
     )
     if cfg.embedding.name == "classifier":
         _check(dims in (None, 84), "embedding.dims", dims, "84 (LeNet-5's penultimate layer) or null")
-    if cfg.selector.name in CLUSTER_SELECTORS:
+    # a search's cluster base may leave clusters null (k clusters); set, it is checked as the base's
+    clustered = cfg.selector.name in CLUSTER_SELECTORS
+    if clustered or (rule in CLUSTER_SELECTORS and cfg.selector.clusters is not None):
         c = cfg.selector.clusters
         _check(
             c is not None and 1 <= c <= min(cfg.k, pool),
@@ -149,9 +155,9 @@ def validate(cfg: DictConfig) -> None:
     sel = cfg.selector
     _check(sel.neighbors >= 1, "selector.neighbors", sel.neighbors, "an integer >= 1")
     _check(0 <= sel.easy_fraction <= 1, "selector.easy_fraction", sel.easy_fraction, "a number in [0, 1]")
-    if sel.name in SCORED_SELECTORS:
+    if rule in SCORED_SELECTORS:
         _check(sel.keep in KEEP, "selector.keep", sel.keep, f"one of {', '.join(KEEP)}")
-        least = 2 if sel.name == "forgetting" else 1  # an event needs two presentations
+        least = 2 if rule == "forgetting" else 1  # an event needs two presentations
         _check(sel.score.epochs >= least, "selector.score.epochs", sel.score.epochs, f"an integer >= {least}")
         _check(sel.score.inits >= 1, "selector.score.inits", sel.score.inits, "an integer >= 1")
     t = cfg.train
@@ -179,3 +185,48 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     for key, value in (("embedding.seed", cfg.embedding.seed), ("selector.score.seed", sel.score.seed)):
         _check(value is None or value >= 0, key, value, "null (the run's seed) or an integer >= 0")
+
+
+def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
+    """`selector=search`'s own settings; returns the pool its base selects from (the pool less
+    the search's held-out split)."""
+    from mnist_pruning.selectors import SELECTORS
+    from mnist_pruning.selectors.search import CANDIDATES, NOT_A_BASE
+
+    bases = sorted(set(SELECTORS) - set(NOT_A_BASE))
+    _check(sel.base in bases, "selector.base", sel.base, f"one of {', '.join(bases)}")
+    s = sel.search
+    most = pool - k
+    _check(
+        1 <= s.holdout <= most,
+        "selector.search.holdout",
+        s.holdout,
+        f"an integer from 1 to {most} (pool - k)",
+    )
+    seed_ok = s.holdout_seed is None or s.holdout_seed >= 0
+    _check(
+        seed_ok, "selector.search.holdout_seed", s.holdout_seed, "null (the run's seed) or an integer >= 0"
+    )
+    _check(s.draws >= 1, "selector.search.draws", s.draws, "an integer >= 1")
+    _check(
+        s.evaluations >= 0,
+        "selector.search.evaluations",
+        s.evaluations,
+        "an integer >= 0 (0: the base's subset)",
+    )
+    _check(
+        s.candidates in CANDIDATES,
+        "selector.search.candidates",
+        s.candidates,
+        f"one of {', '.join(CANDIDATES)}",
+    )
+    _check(s.width >= 1, "selector.search.width", s.width, "an integer >= 1")
+    p = s.proxy
+    _check(p.steps >= 1, "selector.search.proxy.steps", p.steps, "an integer >= 1")
+    _check(p.batch_size >= 1, "selector.search.proxy.batch_size", p.batch_size, "an integer >= 1")
+    _check(p.seeds >= 1, "selector.search.proxy.seeds", p.seeds, "an integer >= 1")
+    ok = 1 <= p.eval_size <= s.holdout
+    _check(
+        ok, "selector.search.proxy.eval_size", p.eval_size, f"an integer from 1 to {s.holdout} (the holdout)"
+    )
+    return pool - s.holdout

@@ -26,6 +26,7 @@ MAIN_PARAMS = {
         "selector.clusters",
         "selector.balance",
         "selector.keep",
+        "selector.base",
         "k",
         "train.regime",
     )
@@ -41,8 +42,11 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
         return text.get(f"params.{key}", pd.Series("None", index=df.index))
 
     name = p("selector.name")
-    scored = name.isin(sorted(SCORED_SELECTORS))
-    out["selector"] = name.where(~scored, name + "-" + p("selector.keep"))
+    searched = name == "search"  # named with its base: search-herding, search-el2n-easy
+    rule = name.where(~searched, p("selector.base"))
+    scored = rule.isin(sorted(SCORED_SELECTORS))
+    out["selector"] = rule.where(~scored, rule + "-" + p("selector.keep"))
+    out["selector"] = out["selector"].where(~searched, "search-" + out["selector"])
     dims = p("embedding.dims")
     embedding = p("embedding.name") + dims.where(dims != "None", "")
     out["embedding"] = embedding.where(~ignores_embedding(df), "-")

@@ -10,6 +10,7 @@ One module per family, each registering its rules here:
 - `clusters`: nearest, furthest, cluster_random, hybrid, typical (k-means in the embedding)
 - `coverage`: kcenter, herding, facility_location (cover or summarise the embedding)
 - `scored`: el2n, forgetting (keep the easy or the hard end of a per-image score)
+- `search`: search (a base rule's best draw, improved by swaps a proxy training scores)
 """
 
 from __future__ import annotations
@@ -32,6 +33,22 @@ class Options:
     keep: str = "easy"  # scored selectors: the lowest ("easy") or highest ("hard") scores
     scores: np.ndarray | None = None  # scored selectors: one score per row of the embedding
     kmeans: KMeansFn = kmeans
+    base: str = "herding"  # search: the rule whose subsets it starts from
+    search: SearchOptions | None = None  # search: its settings and the proxy that scores a subset
+
+
+Proxy = Callable[[np.ndarray], float]  # rows of the embedding (a candidate subset) -> its score
+Trace = Callable[[int, float, bool], None]  # (evaluation, score, kept) after each proxy call
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    proxy: Proxy  # trains on a candidate subset and scores it on held-out training images
+    draws: int = 8  # base subsets drawn (the first on the whole pool, the rest on class halves)
+    evaluations: int = 60  # proxy calls in all, draws included
+    candidates: str = "neighbors"  # "neighbors" of the image replaced, or "ranked" by the base
+    width: int = 20
+    trace: Trace | None = None
 
 
 Selector = Callable[[np.ndarray, np.ndarray, int, int, Options], np.ndarray]
@@ -39,13 +56,16 @@ SELECTORS: dict[str, Selector] = {}
 CLUSTER_SELECTORS: set[str] = set()  # use k-means: selector.clusters applies
 SCORED_SELECTORS: set[str] = set()  # need Options.scores, a score of that selector's name
 EMBEDDING_FREE: set[str] = set()  # ignore the embedding (the report says '-', not the config's)
+WHOLE: set[str] = set()  # balance the subset themselves: `balance` is not applied class by class
 
 
 def register(
-    name: str, clustered: bool = False, scored: bool = False, embedded: bool = True
+    name: str, clustered: bool = False, scored: bool = False, embedded: bool = True, whole: bool = False
 ) -> Callable[[Selector], Selector]:
     def deco(fn: Selector) -> Selector:
         SELECTORS[name] = fn
+        if whole:
+            WHOLE.add(name)
         if clustered:
             CLUSTER_SELECTORS.add(name)
         if scored:
@@ -74,7 +94,7 @@ def select(
         raise ValueError(f"k={k} is out of range: an integer from 1 to {n}")
     if name in SCORED_SELECTORS and (options.scores is None or len(options.scores) != n):
         raise ValueError(f"selector {name} needs one score per pool image (Options.scores)")
-    if options.balance and name != "full":
+    if options.balance and name != "full" and name not in WHOLE:
         idx = _balanced(SELECTORS[name], embedding, labels, k, seed, options)
     else:
         idx = SELECTORS[name](embedding, labels, k, seed, options)
@@ -126,7 +146,7 @@ def _balanced(
     return np.concatenate(parts)
 
 
-FAMILIES = ("baselines", "clusters", "coverage", "scored")
+FAMILIES = ("baselines", "clusters", "coverage", "scored", "search")
 for _family in FAMILIES:  # each family registers its rules on import
     importlib.import_module(f"{__name__}.{_family}")
 
@@ -137,7 +157,9 @@ __all__ = [
     "EMBEDDING_FREE",
     "SCORED_SELECTORS",
     "SELECTORS",
+    "WHOLE",
     "Options",
+    "SearchOptions",
     "allocate",
     "class_quotas",
     "register",

@@ -66,7 +66,9 @@ def run_name(cfg: DictConfig) -> str:
     learned fit's or the score trainings' seed where the config fixes it instead of following
     the run's seed (ae64e0: one autoencoder fit for every seed; ss2)."""
     sel = cfg.selector
-    parts = [f"{sel.name}-{sel.keep}" if sel.name in SCORED_SELECTORS else sel.name]
+    rule = sel.base if sel.name == "search" else sel.name  # a search is named with its base
+    name = f"{rule}-{sel.keep}" if rule in SCORED_SELECTORS else rule
+    parts = [f"search-{name}" if sel.name == "search" else name]
     if sel.name != "full":
         parts.append(f"k{cfg.k}")
     if sel.get("clusters") is not None and sel.clusters != cfg.k:
@@ -79,7 +81,7 @@ def run_name(cfg: DictConfig) -> str:
         short = short if emb.dims is None else f"{short}{emb.dims}"
         fixed = emb.name in SEEDED and emb.get("seed") is not None
         parts.append(f"{short}e{emb.seed}" if fixed else short)
-    if sel.name in SCORED_SELECTORS and sel.score.seed is not None:
+    if rule in SCORED_SELECTORS and sel.score.seed is not None:
         parts.append(f"ss{sel.score.seed}")
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)

@@ -153,3 +153,30 @@ def log_selection(
         np.save(path, np.asarray(indices, dtype=np.int64))
         save_montage(Path(tmp) / "selected_images.png", images, labels, indices, title)
         mlflow.log_artifacts(tmp)
+
+
+def log_search(path: np.ndarray, seconds: float, draws: int) -> None:
+    """A search's path as metrics, by evaluation: each candidate's proxy score (`search_proxy`)
+    and the best so far (`search_best`); then the base subset's score (the first draw), the
+    best draw's, the final one, the evaluations, the swaps kept and the seconds."""
+    import mlflow
+
+    best = -np.inf
+    for n, score, kept in np.asarray(path, dtype=float).reshape(-1, 3):
+        best = max(best, score) if kept else best
+        mlflow.log_metrics({"search_proxy": score, "search_best": best}, step=int(n))
+    if len(path) == 0:  # evaluations=0: the base's subset, never scored
+        mlflow.log_metrics({"search_evaluations": 0, "search_seconds": seconds})
+        return
+    path = np.asarray(path, dtype=float).reshape(-1, 3)
+    drawn = path[:draws]
+    mlflow.log_metrics(
+        {
+            "search_base_score": path[0, 1],
+            "search_draw_score": drawn[:, 1].max(),
+            "search_final_score": best,
+            "search_evaluations": len(path),
+            "search_swaps_kept": int(path[draws:, 2].sum()),
+            "search_seconds": seconds,
+        }
+    )

@@ -1,0 +1,133 @@
+"""Validation-guided search: choose the subset by what a model trained on it gets right.
+
+Every other rule ranks images by a stand-in for usefulness. `search` asks the question the study
+measures, on training images only: it draws subsets with a base rule, scores each with a proxy
+(short LeNet-5 trainings on the subset, accuracy on a split held out of the training set, built
+outside this package and passed in as `Options.search.proxy`), keeps the best, then swaps one
+image at a time for another of the same class, keeping a swap only when the score rises (as
+GLISTER, Killamsetty et al. 2021, and bilevel coresets, Borsos et al. 2020, score a subset by a
+model trained on it). Swaps stay within a class, so a balanced start stays balanced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from mnist_pruning.selectors import SELECTORS, Options, register, select
+
+CANDIDATES = ("neighbors", "ranked")
+NOT_A_BASE = ("full", "search")
+
+
+def class_halves(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random half of each class's rows (at least one), sorted: a deterministic base rule
+    draws a new subset from each half without a new fit."""
+    parts = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    return np.sort(np.concatenate([p[: max(1, len(p) // 2)] for p in parts]))
+
+
+@register("search", whole=True)
+def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
+    """The base rule's best of `draws` subsets by the proxy, then single-image swaps within a
+    class until `evaluations` proxy calls are spent; a swap is kept only if it raises the score.
+    With `evaluations=0`, the base rule's subset of the whole pool (the search's control)."""
+    s = options.search
+    if s is None:
+        raise ValueError("selector search needs Options.search: its settings and its proxy")
+    if options.base in NOT_A_BASE or options.base not in SELECTORS:
+        allowed = ", ".join(sorted(set(SELECTORS) - set(NOT_A_BASE)))
+        raise ValueError(f"selector.base={options.base!r} is not allowed: one of {allowed}")
+    if s.candidates not in CANDIDATES:
+        raise ValueError(f"selector.search.candidates={s.candidates!r}: one of {', '.join(CANDIDATES)}")
+    rng = np.random.default_rng(seed)
+    base = replace(options, search=None)
+    everything = np.arange(len(x))
+
+    def base_on(rows: np.ndarray, draw_seed: int, n: int = k, within: Options = base) -> np.ndarray:
+        scores = None if within.scores is None else within.scores[rows]
+        picked = select(options.base, x[rows], labels[rows], n, draw_seed, replace(within, scores=scores))
+        return rows[picked]
+
+    if s.evaluations == 0:
+        return base_on(everything, seed)
+
+    spent = 0
+    best, best_score = everything[:0], -math.inf
+
+    def evaluate(subset: np.ndarray) -> tuple[float, bool]:
+        nonlocal spent
+        spent += 1
+        score = float(s.proxy(np.sort(subset)))
+        if s.trace is not None:
+            s.trace(spent, score, score > best_score)
+        return score, score > best_score
+
+    for draw in range(min(max(1, s.draws), s.evaluations)):
+        rows = everything if draw == 0 else class_halves(labels, rng)
+        subset = base_on(rows, seed if draw == 0 else int(rng.integers(2**31)))
+        score, better = evaluate(subset)
+        if better:
+            best, best_score = subset, score
+
+    candidates = _candidates(
+        x,
+        labels,
+        best,
+        s.candidates,
+        s.width,
+        lambda rows, n: base_on(rows, seed, n, replace(base, balance=False)),
+    )
+    best = best.copy()
+    kept = set(best.tolist())
+    attempts = 0
+    while spent < s.evaluations and attempts < 100 * s.evaluations:
+        attempts += 1
+        position = int(rng.integers(len(best)))
+        fresh = [j for j in candidates(int(best[position])) if j not in kept]
+        if not fresh:
+            continue
+        new = best.copy()
+        new[position] = fresh[int(rng.integers(len(fresh)))]
+        score, better = evaluate(new)
+        if better:
+            kept.remove(int(best[position]))
+            kept.add(int(new[position]))
+            best, best_score = new, score
+    return best
+
+
+def _candidates(
+    x: np.ndarray,
+    labels: np.ndarray,
+    start: np.ndarray,
+    kind: str,
+    width: int,
+    base_rule: Callable[[np.ndarray, int], np.ndarray],
+) -> Callable[[int], list[int]]:
+    """image -> the images a swap may bring in for it, all of its class: its `width` nearest
+    neighbours in the embedding, or ("ranked") what the base rule picks from that class with
+    `width` more images than the start holds of it."""
+    neighbours: dict[int, list[int]] = {}
+    ranked: dict[int, list[int]] = {}
+
+    def near(i: int) -> list[int]:
+        if i not in neighbours:
+            members = np.flatnonzero(labels == labels[i])
+            d = np.einsum("ij,ij->i", x[members] - x[i], x[members] - x[i])
+            order = members[np.argsort(d, kind="stable")]
+            neighbours[i] = [int(j) for j in order if j != i][:width]
+        return neighbours[i]
+
+    def by_rank(i: int) -> list[int]:
+        c = int(labels[i])
+        if c not in ranked:
+            members = np.flatnonzero(labels == c)
+            have = int(np.sum(labels[start] == c))
+            ranked[c] = [int(j) for j in base_rule(members, min(len(members), have + width))]
+        return ranked[c]
+
+    return near if kind == "neighbors" else by_rank

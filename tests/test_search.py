@@ -1,0 +1,159 @@
+"""The validation-guided search: exact, balanced, greedy on its proxy, reproducible, and scored
+on training images held out of the pool, never on the test set."""
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import run_train, search_runs
+from mnist_pruning import proxy as proxy_module
+from mnist_pruning.cache import Cache
+from mnist_pruning.config import CONF_DIR, ConfigError
+from mnist_pruning.data import Mnist, load_mnist
+from mnist_pruning.selectors import Options, SearchOptions, select
+from mnist_pruning.train import search_split, subset_of
+from mnist_pruning.validation import validate
+
+
+def toy(n_per_class=6, classes=10, dims=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n_per_class)
+    x = rng.normal(size=(len(labels), dims)).astype(np.float32) + labels[:, None]
+    return x, labels
+
+
+def searched(x, labels, k, proxy, seed=0, **settings):
+    trace = []
+    s = SearchOptions(proxy=proxy, trace=lambda n, score, kept: trace.append((n, score, kept)), **settings)
+    picked = select("search", x, labels, k, seed, Options(balance=True, base="herding", search=s))
+    return picked, trace
+
+
+def noisy(subset: np.ndarray) -> float:
+    """A deterministic stand-in proxy: a hash of the subset, in [0, 1)."""
+    return (hash(tuple(subset.tolist())) % 10_007) / 10_007
+
+
+def test_search_keeps_exactly_k_balanced_images_and_spends_its_evaluations():
+    x, labels = toy()
+    picked, trace = searched(x, labels, 20, noisy, draws=3, evaluations=40, width=3)
+    assert len(picked) == 20 and len(np.unique(picked)) == 20 and np.all(np.diff(picked) > 0)
+    assert np.bincount(labels[picked], minlength=10).tolist() == [2] * 10
+    assert [n for n, _, _ in trace] == list(range(1, 41))
+
+
+def test_a_swap_that_lowers_the_proxy_is_never_kept_and_the_best_image_is_found():
+    """The stub scores one known image (not in herding's start) far above all else: the search
+    ends with it chosen, and its score path rises only when a swap is kept."""
+    x, labels = toy()
+    start = select("herding", x, labels, 10, 0, Options(balance=True))
+    target = next(i for i in np.flatnonzero(labels == 3) if i not in start)
+
+    def proxy(subset):
+        return float(target in subset) + 0.01 * noisy(subset)
+
+    picked, trace = searched(x, labels, 10, proxy, draws=1, evaluations=400, candidates="ranked", width=5)
+    assert target in picked
+    best = -np.inf
+    for _, score, kept in trace:
+        assert kept == (score > best)
+        best = max(best, score) if kept else best
+    assert proxy(picked) == pytest.approx(best)
+
+
+def test_a_seeded_search_is_reproducible_and_zero_evaluations_is_the_base():
+    x, labels = toy()
+    runs = [searched(x, labels, 20, noisy, seed=s, draws=4, evaluations=30) for s in (0, 0, 1)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] and runs[0][1] != runs[2][1]
+    base = select("herding", x, labels, 20, 0, Options(balance=True))
+    np.testing.assert_array_equal(searched(x, labels, 20, noisy, evaluations=0)[0], base)
+
+
+N = 2000  # a small pool of real images for the proxy
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist_root) -> Mnist:
+    data = load_mnist(str(mnist_root), download=False, verify=False)
+    test = data.test_images, data.test_labels
+    return Mnist(data.train_images[:N], data.train_labels[:N], *test, fingerprint="first-2000")
+
+
+def search_cfg(*overrides):
+    args = [
+        "selector=search",
+        "k=20",
+        "selector.search.holdout=500",
+        "selector.search.proxy.eval_size=300",
+        "selector.search.proxy.steps=10",
+        "selector.search.draws=2",
+        "selector.search.evaluations=3",
+        *overrides,
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=args)
+
+
+def test_the_proxy_trains_on_the_pool_and_scores_on_the_holdout_never_the_test_set(
+    small_mnist, tmp_path, monkeypatch
+):
+    """Every proxy training sees pool images only and is scored on the search's held-out split
+    (carved out before anything else); the test images never reach it. A finished search is
+    cached: asked again, it trains nothing."""
+    seen = []
+    real_train = proxy_module.train
+
+    def spy(x, y, evals, *args, **kwargs):
+        seen.append((x.clone(), evals["val"][0].clone()))
+        assert set(evals) == {"val"}
+        return real_train(x, y, evals, *args, **kwargs)
+
+    monkeypatch.setattr(proxy_module, "train", spy)
+    cfg = search_cfg()
+    pool, holdout = search_split(cfg, np.arange(N))
+    assert len(holdout) == 500 and not set(pool) & set(holdout) and len(pool) == N - 500
+    cache, found = Cache(tmp_path), {}
+    picked = subset_of(cfg, small_mnist, pool, cache, holdout, torch.device("cpu"), found)
+    assert len(seen) == 3 * cfg.selector.search.proxy.seeds and found["path"].shape == (3, 3)
+    assert set(picked) <= set(pool)
+    norm = proxy_module.normalize
+    scored = norm(small_mnist.train_images[holdout[:300]], cfg.data.mean, cfg.data.std)
+    held = norm(small_mnist.train_images[holdout], cfg.data.mean, cfg.data.std)
+    for x, val in seen:
+        assert torch.equal(val, scored)
+        assert not (x[:, None] == held[None]).flatten(2).all(2).any()  # no held-out image trained on
+
+    again = subset_of(cfg, small_mnist, pool, cache, holdout, torch.device("cpu"), {})
+    np.testing.assert_array_equal(picked, again)
+    assert len(seen) == 3 * cfg.selector.search.proxy.seeds
+
+
+def test_a_bad_search_setting_is_one_line():
+    with pytest.raises(ConfigError, match=r"selector.base='full' is not allowed: one of .*herding"):
+        validate(search_cfg("selector.base=full"))
+    with pytest.raises(ConfigError, match=r"selector.search.holdout=60000 is not allowed: .* to 59980"):
+        validate(search_cfg("selector.search.holdout=60000"))
+    with pytest.raises(ConfigError, match=r"selector.search.candidates='far' is not allowed"):
+        validate(search_cfg("selector.search.candidates=far"))
+
+
+def test_a_tiny_search_runs_from_the_command_line(tmp_path, run_env):
+    args = [
+        "selector=search",
+        "k=20",
+        "selector.search.evaluations=3",
+        "selector.search.draws=2",
+        "selector.search.proxy.steps=10",
+        "selector.search.proxy.eval_size=500",
+        "train.steps=10",
+        "train.warmup_steps=2",
+    ]
+    res = run_train(args, tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    (run,) = search_runs(tmp_path).to_dict("records")
+    assert run["status"] == "FINISHED" and run["tags.mlflow.runName"] == "search-herding-k20-bal-pca50-s0"
+    assert run["metrics.search_evaluations"] == 3 and run["metrics.train_size"] == 20
+    assert run["metrics.search_final_score"] >= run["metrics.search_base_score"]
+    assert run["params.selector.search.holdout"] == "10000"
