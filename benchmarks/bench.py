@@ -14,7 +14,10 @@ Prints a table and writes JSON (--out, default benchmarks/results.json):
 - per-run overhead outside training (run wall time minus train_seconds), cold and warm, and the
   wall time of a cached one-step run;
 - an 8-run sweep, sequential vs 2 parallel jobs (joblib launcher), and from it the projected
-  wall time of `+experiment=frontier` on this machine with 2 jobs.
+  wall time of `+experiment=frontier` on this machine with 2 jobs;
+- the search's proxy: seconds per evaluation and fidelity (Spearman rank correlation between
+  the proxy's score and the full recipe's held-out accuracy over 24 subsets of k = 20) for a few
+  proxy settings (`--only proxy` measures just this, about 45 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from mnist_pruning.config import CONF_DIR
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.model import LeNet5
+from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
 from mnist_pruning.train import cached_kmeans, embedding_of, recipe_of, scores_of
 from mnist_pruning.training import Recipe, normalize, train
@@ -396,6 +400,100 @@ def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict
     }
 
 
+PROXY_SETTINGS = [(300, 1), (600, 1), (600, 2), (1000, 2)]  # (steps, seeds) compared for fidelity
+
+
+def proxy_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
+    """n subsets of k pool rows, all class-balanced, of the kinds a search compares: half drawn
+    at random within each class, half herding's picks from random halves of each class."""
+    from mnist_pruning.selectors.search import class_halves
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append(select("random", x, labels, k, i, Options(balance=True)))
+        else:
+            rows = class_halves(labels, rng)
+            out.append(rows[select("herding", x[rows], labels[rows], k, i, Options(balance=True))])
+    return out
+
+
+def bench_proxy(root: str, tiny: bool) -> dict:
+    """The search's proxy on this machine: per setting, seconds per evaluation, and its fidelity:
+    the Spearman correlation, over the same candidates, between the proxy's score (on the first
+    half of a 10,000-image holdout) and the accuracy of the full recipe trained on the candidate
+    (on the holdout's other half), both from training images only."""
+    from scipy.stats import spearmanr
+
+    data = load_mnist(root)
+    k, n, holdout_size = (20, 4, 600) if tiny else (20, 24, 10_000)
+    perm = np.random.default_rng(0).permutation(len(data.train_labels))
+    holdout, pool = perm[:holdout_size], np.sort(perm[holdout_size:])
+    labels = data.train_labels.numpy()
+    x = pca(data.train_flat()[pool], 50)
+    candidates = proxy_candidates(x, labels[pool], k, n)
+    cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
+    full = recipe_of(cfg)
+    half = holdout_size // 2
+    second = {
+        "val": (normalize(data.train_images[holdout[half:]], MEAN, STD), data.train_labels[holdout[half:]])
+    }
+    accs, full_seconds = [], []
+    for rows in candidates:
+        idx = torch.as_tensor(pool[rows], dtype=torch.long)
+        res = train(
+            normalize(data.train_images[idx], MEAN, STD),
+            data.train_labels[idx],
+            second,
+            full,
+            0,
+            torch.device("cpu"),
+            progress=False,
+        )
+        accs.append(res.metrics["val_acc"])
+        full_seconds.append(res.train_seconds)
+    rows_out = []
+    for steps, seeds in [(5, 1), (5, 2)] if tiny else PROXY_SETTINGS:
+        settings = ProxySettings(steps=steps, batch_size=64, seeds=seeds, eval_size=half, augment=True)
+        score, _ = make_proxy(
+            data.train_images,
+            data.train_labels,
+            pool,
+            holdout,
+            full,
+            settings,
+            proxy_seeds(0, seeds),
+            MEAN,
+            STD,
+            torch.device("cpu"),
+        )
+        start = time.perf_counter()
+        scores = [score(rows) for rows in candidates]
+        seconds = (time.perf_counter() - start) / len(candidates)
+        rho = float(spearmanr(scores, accs).statistic)
+        rows_out.append({"steps": steps, "seeds": seeds, "seconds_per_evaluation": seconds, "spearman": rho})
+    return {
+        "k": k,
+        "subsets": n,
+        "full_recipe_steps": full.steps,
+        "full_recipe_seconds_median": float(np.median(full_seconds)),
+        "full_recipe_acc_range": [float(min(accs)), float(max(accs))],
+        "settings": rows_out,
+    }
+
+
+def proxy_table(p: dict) -> list[str]:
+    lines = []
+    for r in p["settings"]:
+        lines.append(
+            f"| search proxy, {r['steps']} steps x {r['seeds']} seeds, k={p['k']}: seconds per evaluation, "
+            f"Spearman vs the full recipe over {p['subsets']} subsets | {r['seconds_per_evaluation']:.1f} s, "
+            f"{r['spearman']:.2f} |"
+        )
+    return lines
+
+
 def table(results: dict) -> str:
     t, lines = results["training"], []
     lines += [
@@ -446,7 +544,7 @@ def table(results: dict) -> str:
         f"| facility location, k={f['k']:,} of {f['pool']:,}, fresh process: time, peak memory "
         f"| {f['seconds']:.1f} s, {f['peak_gib']:.2f} GiB |"
     )
-    return "\n".join(lines)
+    return "\n".join(lines + proxy_table(results["proxy"]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -454,7 +552,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="a few seconds, to check the script works")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     parser.add_argument("--root", default=os.environ.get("MNIST_DATA_DIR", "data"))
+    parser.add_argument("--only", choices=["proxy"], help="measure only this part (and merge it into --out)")
     a = parser.parse_args(argv)
+    if a.only == "proxy":
+        out = Path(a.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results["proxy"] = bench_proxy(a.root, a.tiny)
+        print("\n".join(proxy_table(results["proxy"])))
+        out.write_text(json.dumps(results, indent=2))
+        return results
 
     steps = 20 if a.tiny else 1000
     data = load_mnist(a.root)
@@ -482,6 +588,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["facility_location"] = bench_facility_location_memory(
         a.root, k=50 if a.tiny else 10_000, n=2000 if a.tiny else 60_000
     )
+    results["proxy"] = bench_proxy(a.root, a.tiny)
     print(table(results))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))

@@ -40,6 +40,9 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
     assert {"hybrid", "herding", "facility_location", "el2n", "forgetting"} <= methods
     assert all(r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in results["methods"])
     assert results["facility_location"]["peak_gib"] > 0
+    proxy = results["proxy"]
+    assert proxy["subsets"] == 4 and [r["seeds"] for r in proxy["settings"]] == [1, 2]
+    assert all(r["seconds_per_evaluation"] > 0 for r in proxy["settings"])
 
 
 def test_projected_steps_are_the_composed_configs_steps(bench):
