@@ -47,12 +47,15 @@ from mnist_pruning.config import CONF_DIR
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.model import LeNet5
-from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
 from mnist_pruning.train import cached_kmeans, embedding_of, recipe_of, scores_of
 from mnist_pruning.training import Recipe, normalize, train
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, however loaded
+
+from proxy_bench import bench_proxy, proxy_table  # noqa: E402
+
 MEAN, STD = 0.1307, 0.3081
 
 
@@ -398,100 +401,6 @@ def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict
         "overhead_seconds": overhead,
         "seconds_per_step": s_step,
     }
-
-
-PROXY_SETTINGS = [(300, 1), (600, 1), (600, 2), (1000, 2)]  # (steps, seeds) compared for fidelity
-
-
-def proxy_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
-    """n subsets of k pool rows, all class-balanced, of the kinds a search compares: half drawn
-    at random within each class, half herding's picks from random halves of each class."""
-    from mnist_pruning.selectors.search import class_halves
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        if i % 2 == 0:
-            out.append(select("random", x, labels, k, i, Options(balance=True)))
-        else:
-            rows = class_halves(labels, rng)
-            out.append(rows[select("herding", x[rows], labels[rows], k, i, Options(balance=True))])
-    return out
-
-
-def bench_proxy(root: str, tiny: bool) -> dict:
-    """The search's proxy on this machine: per setting, seconds per evaluation, and its fidelity:
-    the Spearman correlation, over the same candidates, between the proxy's score (on the first
-    half of a 10,000-image holdout) and the accuracy of the full recipe trained on the candidate
-    (on the holdout's other half), both from training images only."""
-    from scipy.stats import spearmanr
-
-    data = load_mnist(root)
-    k, n, holdout_size = (20, 4, 600) if tiny else (20, 24, 10_000)
-    perm = np.random.default_rng(0).permutation(len(data.train_labels))
-    holdout, pool = perm[:holdout_size], np.sort(perm[holdout_size:])
-    labels = data.train_labels.numpy()
-    x = pca(data.train_flat()[pool], 50)
-    candidates = proxy_candidates(x, labels[pool], k, n)
-    cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
-    full = recipe_of(cfg)
-    half = holdout_size // 2
-    second = {
-        "val": (normalize(data.train_images[holdout[half:]], MEAN, STD), data.train_labels[holdout[half:]])
-    }
-    accs, full_seconds = [], []
-    for rows in candidates:
-        idx = torch.as_tensor(pool[rows], dtype=torch.long)
-        res = train(
-            normalize(data.train_images[idx], MEAN, STD),
-            data.train_labels[idx],
-            second,
-            full,
-            0,
-            torch.device("cpu"),
-            progress=False,
-        )
-        accs.append(res.metrics["val_acc"])
-        full_seconds.append(res.train_seconds)
-    rows_out = []
-    for steps, seeds in [(5, 1), (5, 2)] if tiny else PROXY_SETTINGS:
-        settings = ProxySettings(steps=steps, batch_size=64, seeds=seeds, eval_size=half, augment=True)
-        score, _ = make_proxy(
-            data.train_images,
-            data.train_labels,
-            pool,
-            holdout,
-            full,
-            settings,
-            proxy_seeds(0, seeds),
-            MEAN,
-            STD,
-            torch.device("cpu"),
-        )
-        start = time.perf_counter()
-        scores = [score(rows) for rows in candidates]
-        seconds = (time.perf_counter() - start) / len(candidates)
-        rho = float(spearmanr(scores, accs).statistic)
-        rows_out.append({"steps": steps, "seeds": seeds, "seconds_per_evaluation": seconds, "spearman": rho})
-    return {
-        "k": k,
-        "subsets": n,
-        "full_recipe_steps": full.steps,
-        "full_recipe_seconds_median": float(np.median(full_seconds)),
-        "full_recipe_acc_range": [float(min(accs)), float(max(accs))],
-        "settings": rows_out,
-    }
-
-
-def proxy_table(p: dict) -> list[str]:
-    lines = []
-    for r in p["settings"]:
-        lines.append(
-            f"| search proxy, {r['steps']} steps x {r['seeds']} seeds, k={p['k']}: seconds per evaluation, "
-            f"Spearman vs the full recipe over {p['subsets']} subsets | {r['seconds_per_evaluation']:.1f} s, "
-            f"{r['spearman']:.2f} |"
-        )
-    return lines
 
 
 def table(results: dict) -> str:
