@@ -89,6 +89,31 @@ class SelectorConfig:
 
 
 @dataclass
+class UncertaintySelectorConfig(SelectorConfig):
+    """`selector=uncertainty`: which of DeepCore's uncertainty scores ranks the images."""
+
+    measure: str = "least_confidence"  # least_confidence, margin or entropy
+
+
+@dataclass
+class CcsSelectorConfig(SelectorConfig):
+    """`selector=ccs` (Zheng et al. 2023): prune the hardest fraction by a difficulty score, then
+    sample evenly across strata of the score."""
+
+    difficulty: str = "forgetting"  # the score: forgetting, el2n, grand, or an uncertainty measure
+    prune_hard: float = 0.1  # beta: the hardest fraction dropped before sampling
+    strata: int = 50  # equal-width bins of the remaining scores
+
+
+@dataclass
+class ProbcoverSelectorConfig(SelectorConfig):
+    """`selector=probcover` (Yehuda et al. 2022): greedy maximum coverage of delta-balls."""
+
+    delta: float | None = None  # ball radius; None: the largest whose balls are `purity` pure
+    purity: float = 0.95  # share of balls whose members share one k-means pseudo-label
+
+
+@dataclass
 class ProxyConfig:
     """The short LeNet-5 trainings that score a candidate subset for `search`, on the search's
     held-out split: the same training seeds for every candidate (common random numbers)."""
@@ -278,6 +303,9 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="selector", name="base_selector", node=SelectorConfig)
     cs.store(group="selector", name="base_search", node=SearchSelectorConfig)
+    cs.store(group="selector", name="base_uncertainty", node=UncertaintySelectorConfig)
+    cs.store(group="selector", name="base_ccs", node=CcsSelectorConfig)
+    cs.store(group="selector", name="base_probcover", node=ProbcoverSelectorConfig)
     cs.store(group="embedding", name="base_embedding", node=EmbeddingConfig)
     cs.store(group="train", name="base_train", node=TrainConfig)
     cs.store(group="data", name="base_data", node=DataConfig)

@@ -32,7 +32,7 @@ from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_confi
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
 from mnist_pruning.embed import SEEDED, SUPERVISED, embed
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
-from mnist_pruning.scores import ScoreSettings, pool_scores
+from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
 from mnist_pruning.training import Recipe, normalize, resolve_device, train
 from mnist_pruning.validation import check_choices, user_conf_dirs, validate
@@ -80,9 +80,16 @@ def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache, kind
     settings = ScoreSettings(**{**settings, "seed": fit_seed(settings["seed"], cfg.seed)})
     key = {"data": data.fingerprint, "kind": kind, "rows": array_digest(pool), **settings.__dict__}
 
+    def trained(x: torch.Tensor, y: torch.Tensor) -> list:
+        """The score trainings every score but forgetting is read from, cached once for all."""
+        parts = {k: v for k, v in key.items() if k != "kind"}
+        return models_from_arrays(
+            cache.get("score-models", parts, lambda: models_to_arrays(fit_models(x, y, settings)))
+        )
+
     def compute() -> Arrays:
         s = pool_scores(
-            kind, data.train_images, data.train_labels, pool, settings, cfg.data.mean, cfg.data.std
+            kind, data.train_images, data.train_labels, pool, settings, cfg.data.mean, cfg.data.std, trained
         )
         return {"scores": s}
 
@@ -183,6 +190,7 @@ def subset_of(
     labels = data.train_labels.numpy()
     sel = cfg.selector
     rule = sel.base if sel.name == "search" else sel.name  # what ranks images: a search's base
+    kind = {"uncertainty": sel.get("measure"), "ccs": sel.get("difficulty")}.get(rule) or rule
     # a selector that ignores the embedding is given none: a random run trains no autoencoder
     free = sel.name in EMBEDDING_FREE
     x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
@@ -192,7 +200,11 @@ def subset_of(
         neighbors=sel.neighbors,
         easy_fraction=sel.easy_fraction,
         keep=sel.keep,
-        scores=scores_of(cfg, data, pool, cache, rule) if rule in SCORED_SELECTORS else None,
+        scores=scores_of(cfg, data, pool, cache, kind) if rule in SCORED_SELECTORS else None,
+        prune_hard=sel.get("prune_hard", 0.1),
+        strata=sel.get("strata", 50),
+        delta=sel.get("delta"),
+        purity=sel.get("purity", 0.95),
         kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
         base=sel.get("base") or "herding",
     )

@@ -154,10 +154,16 @@ def validate(cfg: DictConfig) -> None:
         )
     sel = cfg.selector
     _check(sel.neighbors >= 1, "selector.neighbors", sel.neighbors, "an integer >= 1")
+    if rule == "probcover":
+        delta_ok = sel.delta is None or sel.delta > 0
+        _check(delta_ok, "selector.delta", sel.delta, "null (the purity rule) or a number > 0")
+        _check(0 < sel.purity <= 1, "selector.purity", sel.purity, "a number in (0, 1]")
     _check(0 <= sel.easy_fraction <= 1, "selector.easy_fraction", sel.easy_fraction, "a number in [0, 1]")
     if rule in SCORED_SELECTORS:
         _check(sel.keep in KEEP, "selector.keep", sel.keep, f"one of {', '.join(KEEP)}")
-        least = 2 if rule == "forgetting" else 1  # an event needs two presentations
+        _validate_scored(sel, rule)
+        kind = sel.difficulty if rule == "ccs" else rule
+        least = 2 if kind == "forgetting" else 1  # an event needs two presentations
         _check(sel.score.epochs >= least, "selector.score.epochs", sel.score.epochs, f"an integer >= {least}")
         _check(sel.score.inits >= 1, "selector.score.inits", sel.score.inits, "an integer >= 1")
     t = cfg.train
@@ -230,3 +236,18 @@ def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
         ok, "selector.search.proxy.eval_size", p.eval_size, f"an integer from 1 to {s.holdout} (the holdout)"
     )
     return pool - s.holdout
+
+
+def _validate_scored(sel: DictConfig, rule: str) -> None:
+    """The settings of uncertainty (its measure) and ccs (its difficulty score and strata)."""
+    from mnist_pruning.scores import FROM_MODELS, SCORES, UNCERTAINTY
+
+    if rule == "uncertainty":
+        _check(
+            sel.measure in UNCERTAINTY, "selector.measure", sel.measure, f"one of {', '.join(UNCERTAINTY)}"
+        )
+    if rule == "ccs":
+        kinds = sorted({*FROM_MODELS, *SCORES})
+        _check(sel.difficulty in kinds, "selector.difficulty", sel.difficulty, f"one of {', '.join(kinds)}")
+        _check(0 <= sel.prune_hard < 1, "selector.prune_hard", sel.prune_hard, "a number in [0, 1)")
+        _check(sel.strata >= 1, "selector.strata", sel.strata, "an integer >= 1")

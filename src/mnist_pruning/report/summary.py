@@ -27,6 +27,8 @@ MAIN_PARAMS = {
         "selector.balance",
         "selector.keep",
         "selector.base",
+        "selector.measure",
+        "selector.difficulty",
         "k",
         "train.regime",
     )
@@ -45,7 +47,9 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     searched = name == "search"  # named with its base: search-herding, search-el2n-easy
     rule = name.where(~searched, p("selector.base"))
     scored = rule.isin(sorted(SCORED_SELECTORS))
-    out["selector"] = rule.where(~scored, rule + "-" + p("selector.keep"))
+    keep = p("selector.keep").where(rule != "uncertainty", p("selector.measure") + "-" + p("selector.keep"))
+    keep = keep.where(rule != "ccs", p("selector.difficulty"))  # ccs-forgetting: keep does not apply
+    out["selector"] = rule.where(~scored, rule + "-" + keep)
     out["selector"] = out["selector"].where(~searched, "search-" + out["selector"])
     dims = p("embedding.dims")
     embedding = p("embedding.name") + dims.where(dims != "None", "")

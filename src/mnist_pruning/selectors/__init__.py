@@ -9,7 +9,10 @@ One module per family, each registering its rules here:
 - `baselines`: full, random
 - `clusters`: nearest, furthest, cluster_random, hybrid, typical (k-means in the embedding)
 - `coverage`: kcenter, herding, facility_location (cover or summarise the embedding)
-- `scored`: el2n, forgetting (keep the easy or the hard end of a per-image score)
+- `clusters` also: moderate (the band around the median distance to the class centre)
+- `coverage` also: probcover (greedy coverage of delta-balls)
+- `scored`: el2n, forgetting, grand, uncertainty (keep the easy or the hard end of a per-image
+  score), ccs (the hardest fraction pruned, then even strata of the score)
 - `search`: search (a base rule's best draw, improved by swaps a proxy training scores)
 """
 
@@ -33,6 +36,10 @@ class Options:
     keep: str = "easy"  # scored selectors: the lowest ("easy") or highest ("hard") scores
     scores: np.ndarray | None = None  # scored selectors: one score per row of the embedding
     kmeans: KMeansFn = kmeans
+    prune_hard: float = 0.1  # ccs: the hardest fraction of the scores dropped
+    strata: int = 50  # ccs: equal-width score strata sampled evenly
+    delta: float | None = None  # probcover: ball radius (None: by the purity rule)
+    purity: float = 0.95  # probcover: the purity its delta keeps
     base: str = "herding"  # search: the rule whose subsets it starts from
     search: SearchOptions | None = None  # search: its settings and the proxy that scores a subset
 

@@ -125,3 +125,18 @@ def typical(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Optio
         return np.argsort(-typicality(x[members], options.neighbors), kind="stable")
 
     return _take_per_cluster(fit, k, _ranked(rank))
+
+
+@register("moderate")
+def moderate(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
+    """Moderate coresets (Xia et al. 2023): the images whose distance to their class centre in
+    the embedding is nearest that class's median distance, neither prototypes nor outliers; ties
+    in an order drawn from the seed. Uses the labels (the class centres)."""
+    x = np.asarray(x, dtype=np.float64)
+    gap = np.empty(len(x))
+    for c in np.unique(labels):
+        members = labels == c
+        d = np.linalg.norm(x[members] - x[members].mean(axis=0), axis=1)
+        gap[members] = np.abs(d - np.median(d))
+    tie = np.random.default_rng(seed).permutation(len(x))
+    return np.lexsort((tie, gap))[:k]

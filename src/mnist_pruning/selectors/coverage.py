@@ -119,3 +119,61 @@ def facility_location(x: np.ndarray, labels: np.ndarray, k: int, seed: int, opti
         r = rows[starts[j] : starts[j + 1]]
         best[r] = np.maximum(best[r], sims[starts[j] : starts[j + 1]])
     return np.asarray(chosen, dtype=np.int64)
+
+
+def purity_delta(idx: np.ndarray, dist: np.ndarray, pseudo: np.ndarray, purity: float) -> float:
+    """ProbCover's radius: the largest delta for which at least `purity` of the balls hold one
+    pseudo-label only. A ball of radius delta around i is pure while delta <= the distance to
+    i's nearest neighbour of another pseudo-label (beyond the graph's neighbours: the furthest
+    one), so delta is a low quantile of those distances."""
+    other = pseudo[idx] != pseudo[:, None]
+    first = np.where(other.any(axis=1), other.argmax(axis=1), idx.shape[1] - 1)
+    reach = dist[np.arange(len(idx)), first]
+    ranked = np.sort(reach)
+    return float(ranked[int(np.floor((1 - purity) * len(ranked)))])
+
+
+@register("probcover", whole=True)
+def probcover(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
+    """ProbCover (Yehuda et al. 2022): greedily the image whose delta-ball (on the
+    `neighbors`-nearest-neighbour graph) covers the most images not yet covered, until k are
+    chosen; delta by the purity rule on k-means pseudo-labels (as many clusters as classes) or
+    `options.delta`. With `balance`, an image is taken only while its class has quota left.
+    Once everything is covered the rest of k comes in an order drawn from the seed."""
+    from mnist_pruning.selectors import class_quotas
+
+    n = len(x)
+    idx, dist = knn_graph(x, options.neighbors)
+    delta = options.delta
+    if delta is None:
+        pseudo = options.kmeans(x, len(np.unique(labels)), seed).assignments
+        delta = purity_delta(idx, dist, pseudo, options.purity)
+    inside = dist < delta
+    inside[:, 0] = True  # an image always covers itself
+    covers = [idx[i][inside[i]] for i in range(n)]  # ball(i)
+    order = np.argsort(idx.ravel()[inside.ravel()], kind="stable")  # reverse: who covers j
+    owners = np.repeat(np.arange(n), inside.sum(axis=1))[order]
+    starts = np.searchsorted(idx.ravel()[inside.ravel()][order], np.arange(n + 1))
+    gain = inside.sum(axis=1).astype(np.int64)
+    covered = np.zeros(n, dtype=bool)
+    quota = class_quotas(labels, k) if options.balance else None
+    tie = np.random.default_rng(seed).permutation(n)
+    heap = [(-int(gain[i]), int(tie[i]), i) for i in range(n)]
+    heapq.heapify(heap)
+    chosen: list[int] = []
+    while len(chosen) < k and heap:
+        g, t, i = heapq.heappop(heap)
+        if gain[i] < 0 or (quota is not None and quota[int(labels[i])] == 0):
+            continue  # taken, or its class is full: never again
+        if -g != gain[i]:
+            heapq.heappush(heap, (-int(gain[i]), t, i))  # stale: back with its true gain
+            continue
+        chosen.append(i)
+        gain[i] = -1  # taken
+        if quota is not None:
+            quota[int(labels[i])] -= 1
+        for j in covers[i][~covered[covers[i]]]:
+            covered[j] = True
+            holders = owners[starts[j] : starts[j + 1]]
+            gain[holders[gain[holders] > 0]] -= 1
+    return np.asarray(chosen, dtype=np.int64)

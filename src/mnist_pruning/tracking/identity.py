@@ -68,6 +68,10 @@ def run_name(cfg: DictConfig) -> str:
     sel = cfg.selector
     rule = sel.base if sel.name == "search" else sel.name  # a search is named with its base
     name = f"{rule}-{sel.keep}" if rule in SCORED_SELECTORS else rule
+    if rule == "uncertainty":  # uncertainty-margin-hard
+        name = f"{rule}-{sel.measure}-{sel.keep}"
+    elif rule == "ccs":  # ccs-forgetting-b0.1 (its keep does not apply)
+        name = f"ccs-{sel.difficulty}-b{sel.prune_hard:g}"
     parts = [f"search-{name}" if sel.name == "search" else name]
     if sel.name != "full":
         parts.append(f"k{cfg.k}")
