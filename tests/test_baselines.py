@@ -101,3 +101,36 @@ def test_uncertainty_measures():
     assert uncertainty(p, "margin").tolist() == pytest.approx([0.0, 0.8])
     expected = -(0.5 * np.log(0.5) + 0.3 * np.log(0.3) + 0.2 * np.log(0.2))
     assert uncertainty(p, "entropy").tolist() == pytest.approx([0.0, expected], abs=1e-6)
+
+
+def test_the_contrastive_embedding_is_seeded_and_puts_two_views_of_an_image_together():
+    """On toy digits (a bar and a blob at random places): the same seed gives the same features,
+    another seed others; and two augmented views of an image it did not train on are closer
+    (cosine) than two different such images, on average."""
+    from mnist_pruning.embed import Views, contrastive
+    from mnist_pruning.training import augment
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((260, 28, 28), dtype=np.float32)
+    for i in range(260):
+        r, c = rng.integers(6, 22, size=2)
+        images[i, r - 1 : r + 2, 4:24] = 1.0
+        images[i, c - 3 : c + 3, c - 3 : c + 3] = 1.0
+    x = images.reshape(260, -1)
+    rows = np.arange(200)  # trained on these; the last 60 are unseen
+    maps = dict(aug_rotate=10.0, aug_translate=0.05, aug_scale=0.1, elastic_alpha=0.0)
+    settings = dict(epochs=3, batch_size=50, **maps)
+
+    gen = torch.Generator().manual_seed(0)
+    unseen = torch.from_numpy(x[200:]).view(-1, 1, 28, 28)
+    pair = augment(torch.cat([unseen, unseen]), Views(**maps, elastic_sigma=4.0), gen).clamp(0, 1)
+    both = np.concatenate([x, pair.reshape(120, -1).numpy()]).astype(np.float32)
+    f = contrastive(both, 84, rows, seed=0, **settings)
+    np.testing.assert_array_equal(f, contrastive(both, 84, rows, seed=0, **settings))
+    assert f.shape == (380, 84) and not np.array_equal(f, contrastive(both, 84, rows, seed=1, **settings))
+
+    unit = torch.nn.functional.normalize(torch.from_numpy(f), dim=1)
+    originals, first, second = unit[200:260], unit[260:320], unit[320:]
+    different = ((originals @ originals.T).sum() - 60) / (60 * 59)
+    same = (first * second).sum(1).mean()
+    assert same > different

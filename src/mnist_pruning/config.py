@@ -65,6 +65,20 @@ class EmbeddingConfig:
 
 
 @dataclass
+class ContrastiveEmbeddingConfig(EmbeddingConfig):
+    """`embedding=contrastive`: SimCLR's loss on two augmented views per image (the recipe's
+    affine and elastic maps), a projection head dropped after training."""
+
+    temperature: float = 0.5  # NT-Xent
+    projection_dims: int = 32
+    aug_rotate: float = 30.0
+    aug_translate: float = 0.1
+    aug_scale: float = 0.2
+    elastic_alpha: float = 34.0
+    elastic_sigma: float = 4.0
+
+
+@dataclass
 class ScoreConfig:
     """The short LeNet-5 trainings on the pool that score images (el2n, forgetting)."""
 
@@ -307,6 +321,7 @@ def register_configs() -> None:
     cs.store(group="selector", name="base_ccs", node=CcsSelectorConfig)
     cs.store(group="selector", name="base_probcover", node=ProbcoverSelectorConfig)
     cs.store(group="embedding", name="base_embedding", node=EmbeddingConfig)
+    cs.store(group="embedding", name="base_contrastive", node=ContrastiveEmbeddingConfig)
     cs.store(group="train", name="base_train", node=TrainConfig)
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="mlflow", name="base_mlflow", node=MlflowConfig)

@@ -10,9 +10,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: the report imports this module
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +159,113 @@ def classifier(
     return predict(model, images, features=True).numpy().astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Views:
+    """The maps that make a contrastive embedding's two views of an image (training.augment)."""
+
+    aug_rotate: float
+    aug_translate: float
+    aug_scale: float
+    elastic_alpha: float
+    elastic_sigma: float
+
+
+def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss over 2B projections, rows i and i + B the two views of one image: each view
+    must pick out its partner among the other 2B - 1 by cosine similarity."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(z, dim=1)
+    n = len(z) // 2
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner)
+
+
+def contrastive(
+    x: np.ndarray,
+    dims: int | None,
+    rows: np.ndarray,
+    epochs: int = 20,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-6,
+    seed: int = 0,
+    temperature: float = 0.5,
+    projection_dims: int = 32,
+    aug_rotate: float = 30.0,
+    aug_translate: float = 0.1,
+    aug_scale: float = 0.2,
+    elastic_alpha: float = 34.0,
+    elastic_sigma: float = 4.0,
+    **_: Any,
+) -> np.ndarray:
+    """The 84 trunk features of a LeNet-5 trained by SimCLR on the images of `rows` (the pool),
+    no labels, for every image of `x`: two views per image from the recipe's affine and elastic
+    maps, NT-Xent through a projection head (84 -> 84 -> `projection_dims`) that is then dropped."""
+    import torch
+    from torch import nn
+
+    from mnist_pruning.model import LeNet5
+    from mnist_pruning.training import augment
+
+    if dims not in (None, 84):
+        raise ValueError(f"the contrastive embedding has 84 dims, not {dims}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = LeNet5()
+    trunk = nn.Sequential(net.features, *net.classifier[:-1]).to(memory_format=torch.channels_last)
+    head = nn.Sequential(nn.Linear(84, 84), nn.ReLU(), nn.Linear(84, projection_dims))
+    pool = x[rows]
+    mean, std = float(pool.mean()), float(pool.std())
+    images = torch.from_numpy(((x - mean) / std).astype(np.float32)).view(-1, 1, 28, 28)
+    train_images = images[torch.as_tensor(rows, dtype=torch.long)]
+    views = Views(aug_rotate, aug_translate, aug_scale, elastic_alpha, elastic_sigma)
+    steps_per_epoch = max(1, len(train_images) // batch_size)  # full batches: 2B views a step
+    params = [*trunk.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(train_images), generator=gen)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            xb = train_images[order[step * batch_size : (step + 1) * batch_size]]
+            pair = augment(torch.cat([xb, xb]), views, gen)
+            loss = nt_xent(head(trunk(pair)), temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log.info(
+            "contrastive epoch %d/%d: loss %.4f (%.0fs)",
+            epoch,
+            epochs,
+            total / steps_per_epoch,
+            time.perf_counter() - start,
+        )
+    trunk.eval()
+    with torch.no_grad():
+        feats = [
+            trunk(images[i : i + 4096].contiguous(memory_format=torch.channels_last))
+            for i in range(0, len(images), 4096)
+        ]
+    return torch.cat(feats).numpy().astype(np.float32)
+
+
 EMBEDDINGS: dict[str, Embedding] = {
     "pca": pca,
     "pixels": pixels,
     "autoencoder": autoencoder,
     "classifier": classifier,
+    "contrastive": contrastive,
 }
 SUPERVISED = {"classifier"}  # fitted with the pool's labels, on the pool only
-SEEDED = {"autoencoder", "classifier"}  # learned fits: one per seed (pca and pixels have no randomness)
+POOLED = {"classifier", "contrastive"}  # fitted on the pool's images only (its rows key the cache)
+SEEDED = {"autoencoder", "classifier", "contrastive"}  # learned: one fit per seed (pca, pixels: none)
 
 
 def embed(
@@ -173,8 +276,8 @@ def embed(
     rows: np.ndarray | None = None,
     **settings: Any,
 ) -> np.ndarray:
-    """Embed the (N, 784) training images with the embedding registered as `name`; a supervised
-    one is fitted on `rows` (the selection pool) with their `labels`."""
+    """Embed the (N, 784) training images with the embedding registered as `name`; a pooled one
+    is fitted on `rows` (the selection pool), a supervised one with their `labels` too."""
     try:
         fn = EMBEDDINGS[name]
     except KeyError:
@@ -182,4 +285,6 @@ def embed(
         raise ValueError(f"embedding={name!r} is unknown: one of {allowed}") from None
     if name in SUPERVISED:
         return fn(x, dims, labels=labels, rows=rows, **settings)
+    if name in POOLED:
+        return fn(x, dims, rows=rows, **settings)
     return fn(x, dims, **settings)

@@ -30,7 +30,7 @@ from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
-from mnist_pruning.embed import SEEDED, SUPERVISED, embed
+from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
@@ -65,9 +65,13 @@ def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -
         del settings["seed"]
     key = {"data": data.fingerprint, **settings}
     fit: dict = {}
-    if cfg.embedding.name in SUPERVISED:
+    if cfg.embedding.name in POOLED:
         key["rows"] = array_digest(pool)
-        fit = {"labels": data.train_labels.numpy(), "rows": pool}
+        fit = (
+            {"labels": data.train_labels.numpy(), "rows": pool}
+            if cfg.embedding.name in SUPERVISED
+            else {"rows": pool}
+        )
     arrays = cache.get("embedding", key, lambda: {"x": embed(data.train_flat(), **settings, **fit)})
     return arrays["x"]
 

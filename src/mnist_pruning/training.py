@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,17 @@ def elastic_field(n: int, size: int, alpha: float, sigma: float, gen: torch.Gene
     return (alpha * smooth).view(n, 2, size, size).permute(0, 2, 3, 1)
 
 
-def augment(x: Tensor, recipe: Recipe, gen: torch.Generator) -> Tensor:
+class Maps(Protocol):
+    """What `augment` reads of a recipe: the affine and elastic maps' sizes."""
+
+    aug_rotate: float
+    aug_translate: float
+    aug_scale: float
+    elastic_alpha: float
+    elastic_sigma: float
+
+
+def augment(x: Tensor, recipe: Maps, gen: torch.Generator) -> Tensor:
     """A random small affine map per image (rotation, scale, translation; no flips), plus an
     elastic displacement field when `elastic_alpha` > 0, both in one resampling of the batch."""
     n, _, h, w = x.shape
