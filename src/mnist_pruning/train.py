@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_configs
 from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
 from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
+from mnist_pruning.progress import mark_job, parallel_jobs
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
@@ -116,7 +118,8 @@ def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int
 
 def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
     """`threads` if set; else the CPUs a submitit job was given, or the cores shared out over the
-    jobs joblib runs at once (n_jobs -1 meaning one per core), so that jobs x threads <= cores."""
+    jobs joblib runs at once (n_jobs -1 meaning one per core; 0, the parallel launcher's default,
+    as many as cores and memory allow), so that jobs x threads <= cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads:
         return threads
@@ -124,10 +127,12 @@ def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
     if cpus:
         return min(cpus, cores)
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
-    if n_jobs is None or n_jobs == 0:
+    if n_jobs is None:
         return cores
-    jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
-    return max(1, cores // min(jobs, cores))
+    memory = OmegaConf.select(hydra_cfg, "launcher.job_memory_gib", default=None)
+    if n_jobs == 0 and memory is None:  # joblib's own 0: not a bound
+        return cores
+    return max(1, cores // parallel_jobs(n_jobs, memory or 0))
 
 
 def recipe_of(cfg: DictConfig) -> Recipe:
@@ -294,7 +299,9 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
             should_stop=STOP.is_set,
         )
-        mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        # the process's peak so far (a joblib worker's over its jobs): README's memory rule
+        mlflow.log_metrics({**result.metrics, "train_seconds": result.train_seconds, "peak_rss_mib": peak})
         acc = result.metrics[f"{held_out}_acc"]
         log.info("%s: %s_acc %.4f", tracking.run_name(cfg), held_out, acc)
         return acc
@@ -326,6 +333,19 @@ def main(cfg: DictConfig) -> float | None:
         "overrides": " ".join(hc.overrides.task)[:5000],  # what the job was, even if it fails at once
     }
     _stop_on_sigterm()
+    started = time.perf_counter()
+    outcome = {"status": "failed"}
+    try:
+        return _job(cfg, hc, multirun, job, tags, outcome)
+    finally:
+        if multirun:  # the launching process counts these for its progress line
+            mark_job(hc.runtime.output_dir, outcome["status"], time.perf_counter() - started)
+
+
+def _job(
+    cfg: DictConfig, hc: DictConfig, multirun: bool, job: int, tags: dict, outcome: dict
+) -> float | None:
+    """The body of `main`; `outcome["status"]` says how it ended (done, skipped, failed)."""
     experiment_id = None
     try:
         if not multirun:  # a sweep records the error in a FAILED run instead
@@ -343,6 +363,7 @@ def main(cfg: DictConfig) -> float | None:
             done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
             if done is not None:
                 log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
+                outcome["status"] = "skipped"
                 return done.data.metrics.get("test_acc", done.data.metrics.get("val_acc"))
     except Exception as e:  # before the run began: in a sweep, a FAILED run says so
         if multirun and experiment_id is not None:
@@ -352,7 +373,9 @@ def main(cfg: DictConfig) -> float | None:
                 log.error("job %s: its failure was not recorded: %s", job, tracking.one_line(store_error))
         return _failed(e, multirun, job)
     try:
-        return run(cfg, experiment_id, tags)
+        acc = run(cfg, experiment_id, tags)
+        outcome["status"] = "done"
+        return acc
     except Exception as e:  # the run is recorded FAILED with its error
         return _failed(e, multirun, job)
 
