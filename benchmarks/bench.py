@@ -13,8 +13,8 @@ Prints a table and writes JSON (--out, default benchmarks/results.json):
   location's peak memory at k = 10,000;
 - per-run overhead outside training (run wall time minus train_seconds), cold and warm, and the
   wall time of a cached one-step run;
-- an 8-run sweep, sequential vs 2 parallel jobs (joblib launcher), and from it the projected
-  wall time of `+experiment=frontier` on this machine with 2 jobs;
+- an 8-run sweep, sequential vs the default launcher (parallel: as many jobs as cores and
+  memory allow), and from it the projected wall time of `+experiment=frontier` on this machine;
 - the search's proxy: seconds per evaluation and fidelity (Spearman rank correlation between
   the proxy's score and the full recipe's held-out accuracy over 24 subsets of k = 20) for a few
   proxy settings (`--only proxy` measures just this, about 45 minutes on 2 cores).
@@ -47,6 +47,7 @@ from mnist_pruning.config import CONF_DIR
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.model import LeNet5
+from mnist_pruning.progress import parallel_jobs
 from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
 from mnist_pruning.train import cached_kmeans, embedding_of, recipe_of, scores_of
 from mnist_pruning.training import Recipe, normalize, train
@@ -305,7 +306,8 @@ def runs_of(tracking_uri: str):
 
 
 def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int, tiny: bool = False) -> dict:
-    """Per-run overhead from the runs' own timestamps, and a sweep sequential vs 2 jobs (tiny:
+    """Per-run overhead from the runs' own timestamps, and a sweep sequential vs the default
+    launcher, which runs as many jobs as cores and memory allow (tiny:
     fewer warm jobs and one cached one-step run instead of the median of three)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -323,6 +325,7 @@ def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int, tiny
         sweep(
             [
                 "-m",
+                "hydra/launcher=basic",  # one job after another: the gaps are the overhead
                 "selector=nearest,furthest,cluster_random,random",
                 f"k={k}",
                 short,
@@ -335,12 +338,12 @@ def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int, tiny
         starts = (warm["start_time"] - warm["start_time"].iloc[0]).dt.total_seconds().to_numpy()
         gaps = np.diff(starts) - warm["metrics.train_seconds"].to_numpy()[:-1]
 
-        # the same sweep of random selections, one job at a time and two at once
+        # the same sweep of random selections, one job at a time and by default (in parallel)
         common = ["selector=random", f"k={k}", f"train.steps={steps}", f"seed=range({n_runs})"]
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/seq.db"
-        seq_wall = sweep(["-m", *common], env, tmp)
+        seq_wall = sweep(["-m", "hydra/launcher=basic", *common], env, tmp)
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/par.db"
-        par_wall = sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common], env, tmp)
+        par_wall = sweep(["-m", *common], env, tmp)
         par = runs_of(env["MLFLOW_TRACKING_URI"])
         par = par[par["tags.kind"] == "train"]
         assert (par["status"] == "FINISHED").sum() == n_runs
@@ -356,7 +359,8 @@ def bench_overhead_and_parallel(root: str, steps: int, n_runs: int, k: int, tiny
         "warm_overhead_seconds_median": float(np.median(gaps[1:])),  # the first job parses MNIST
         "sweep_runs": n_runs,
         "sweep_sequential_seconds": seq_wall,
-        "sweep_parallel_2_jobs_seconds": par_wall,
+        "sweep_default_seconds": par_wall,
+        "default_jobs": parallel_jobs(0, 2.5),
         "parallel_speedup": seq_wall / par_wall,
     }
 
@@ -385,16 +389,19 @@ def job_steps(name: str) -> list[int]:
     return steps
 
 
-def projected_wall(name: str, sweep_result: dict, jobs_at_once: int = 2) -> dict:
-    """The sweep's wall time projected from the 2-job sample: each run costs the sample's
-    per-run overhead plus its own steps (its regime's) at the sample's seconds per step."""
+def projected_wall(name: str, sweep_result: dict, jobs_at_once: int | None = None) -> dict:
+    """The sweep's wall time projected from the default launcher's sample: each run costs the
+    sample's per-run overhead plus its own steps (its regime's) at the sample's seconds per step."""
+    jobs_at_once = jobs_at_once or sweep_result.get("default_jobs", 2)
     s_step = sweep_result["parallel_seconds_per_step"]
-    slot = sweep_result["sweep_parallel_2_jobs_seconds"] * jobs_at_once / sweep_result["sweep_runs"]
+    sample = sweep_result.get("sweep_default_seconds", sweep_result.get("sweep_parallel_2_jobs_seconds"))
+    slot = sample * jobs_at_once / sweep_result["sweep_runs"]
     overhead = slot - s_step * sweep_result["sample_steps"]
     steps = job_steps(name)
     total = sum(overhead + s_step * n for n in steps) / jobs_at_once
     return {
         "experiment": name,
+        "jobs": jobs_at_once,
         "runs": len(steps),
         "steps": int(sum(steps)),
         "minutes": total / 60,
@@ -428,20 +435,20 @@ def table(results: dict) -> str:
     slowest = max(w["warm_select_seconds"].values())
     lines.append(f"| warm selection, k={w['k']:,}, slowest cluster selector | {slowest:.2f} s |")
     o = results["sweep"]
-    seq, par = o["sweep_sequential_seconds"], o["sweep_parallel_2_jobs_seconds"]
+    seq, par = o["sweep_sequential_seconds"], o["sweep_default_seconds"]
     lines += [
         "| per-run overhead outside training, cold (new process, empty cache) "
         f"| {o['cold_overhead_seconds']:.1f} s |",
         "| per-run overhead outside training, warm (in a multirun) "
         f"| {o['warm_overhead_seconds_median']:.2f} s |",
-        f"| {o['sweep_runs']}-run sweep, sequential / 2 parallel jobs "
+        f"| {o['sweep_runs']}-run sweep, sequential / the default launcher ({o['default_jobs']} jobs) "
         f"| {seq:.0f} s / {par:.0f} s = {o['parallel_speedup']:.2f}x |",
         f"| cached one-step run (`train.steps=1`), wall time | {o['one_step_run_wall_seconds']:.1f} s |",
     ]
     p = results["projection"]
     lines.append(
-        f"| `+experiment={p['experiment']}` projected on 2 jobs ({p['runs']} runs, {p['steps']:,} steps) "
-        f"| {p['minutes']:.0f} min |"
+        f"| `+experiment={p['experiment']}` projected on {p['jobs']} jobs ({p['runs']} runs, "
+        f"{p['steps']:,} steps) | {p['minutes']:.0f} min |"
     )
     for r in results["methods"]:
         lines.append(
