@@ -417,6 +417,12 @@ def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path):
     assert [r.split(" | ")[7] for r in rows] == ["5", "-"]
     per_run = report.per_run(runs.finished).set_index(["curve", "k", "seed"])
     assert per_run.loc[("nearest pca50", 100, 3), "subset"] == "one"
+    from mnist_pruning.report.markdown import subsets_note
+
+    distinct = s.reset_index()
+    assert subsets_note(distinct[distinct["curve"] == "random"].iloc[:1]).endswith(
+        "every seed of every setting drew a subset of its own"
+    )
 
 
 def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):

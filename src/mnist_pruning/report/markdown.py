@@ -120,7 +120,7 @@ def subsets_note(summary: pd.DataFrame) -> str:
             shared.append(f"{curve} ({cells})")
     text = "subsets: the distinct subsets among a setting's seeds (the digests of their kept indices)"
     if not shared:
-        return f"{text}; every setting's seeds drew one subset each"
+        return f"{text}; every seed of every setting drew a subset of its own"
     return f"{text}; seeds that shared subsets: {'; '.join(shared)}"
 
 
