@@ -49,7 +49,7 @@ from mnist_pruning.embed import pca
 from mnist_pruning.model import LeNet5
 from mnist_pruning.progress import parallel_jobs
 from mnist_pruning.selectors import SCORED_SELECTORS, Options, select
-from mnist_pruning.train import cached_kmeans, embedding_of, recipe_of, scores_of
+from mnist_pruning.subset import cached_kmeans, embedding_of, recipe_of, scores_of
 from mnist_pruning.training import Recipe, normalize, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def bench_methods(root: str, ks: list[int], cache_dir: str, tiny: bool) -> list[
                 start = time.perf_counter()
                 x = embedding_of(cfg, data, pool, cache) if "classifier" in name else x_pca
                 scored = cfg.selector.name in SCORED_SELECTORS
-                scores = scores_of(cfg, data, pool, cache) if scored else None
+                scores = scores_of(cfg, data, pool, cache, cfg.selector.name) if scored else None
                 opts = Options(
                     clusters=cfg.selector.get("clusters"),
                     neighbors=cfg.selector.neighbors,

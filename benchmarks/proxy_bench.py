@@ -19,7 +19,7 @@ from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
-from mnist_pruning.train import recipe_of
+from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import normalize, train
 
 MEAN, STD = 0.1307, 0.3081

@@ -7,7 +7,7 @@ import pytest
 from mnist_pruning.cache import Cache, array_digest, key_of
 from mnist_pruning.cluster import KMeansFit
 from mnist_pruning.selectors import Options, select
-from mnist_pruning.train import cached_kmeans
+from mnist_pruning.subset import cached_kmeans
 
 
 def test_hit_and_miss(tmp_path):

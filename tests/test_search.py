@@ -9,11 +9,13 @@ from hydra import compose, initialize_config_dir
 from conftest import run_train, search_runs
 from mnist_pruning import proxy as proxy_module
 from mnist_pruning.cache import Cache
-from mnist_pruning.config import CONF_DIR, ConfigError
+from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.data import Mnist, load_mnist
 from mnist_pruning.selectors import Options, SearchOptions, select
-from mnist_pruning.train import search_split, subset_of
+from mnist_pruning.subset import search_split, subset_of
 from mnist_pruning.validation import validate
+
+register_configs()
 
 
 def toy(n_per_class=6, classes=10, dims=4, seed=0):

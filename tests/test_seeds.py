@@ -7,13 +7,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mnist_pruning.cache import Cache
-from mnist_pruning.config import CONF_DIR
+from mnist_pruning.config import CONF_DIR, register_configs
 from mnist_pruning.data import Mnist, load_mnist
 from mnist_pruning.selectors import EMBEDDING_FREE, SELECTORS
-from mnist_pruning.train import subset_of
+from mnist_pruning.subset import search_split, subset_of
 
 N = 1200  # a small pool: the first 1,200 MNIST training images
 FAST = ["embedding.epochs=1", "selector.score.epochs=2", "selector.score.inits=1"]
+
+register_configs()
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +30,13 @@ def subset(data: Mnist, tmp_path, selector: str, seed: int, *overrides: str) -> 
     call fits its embedding or scores afresh."""
     embedding = [] if selector in EMBEDDING_FREE else ["embedding=autoencoder"]
     args = [f"selector={selector}", "k=20", "selector.balance=true", f"seed={seed}", *embedding, *FAST]
+    if selector == "search":  # its own holdout (which also follows the seed) and a tiny proxy
+        args += [f"selector.search.{k}" for k in ("holdout=300", "draws=2", "evaluations=3")]
+        args += ["selector.search.proxy.steps=5", "selector.search.proxy.eval_size=200"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*args, *overrides])
-    return subset_of(cfg, data, np.arange(N), Cache(tmp_path, enabled=False))
+    pool, holdout = search_split(cfg, np.arange(N))
+    return subset_of(cfg, data, pool, Cache(tmp_path, enabled=False), holdout)
 
 
 @pytest.mark.parametrize("selector", sorted(set(SELECTORS) - {"full"}))

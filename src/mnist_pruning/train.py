@@ -14,29 +14,22 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_pruning import tracking
-from mnist_pruning.cache import Arrays, Cache, array_digest
-from mnist_pruning.cluster import VERSION as KMEANS_VERSION
-from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import CONF_DIR, ConfigError, fit_seed, register_configs
-from mnist_pruning.data import DataError, Mnist, load_mnist, raw_dir, split_pool
-from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
+from mnist_pruning.cache import Cache
+from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
+from mnist_pruning.data import DataError, load_mnist, raw_dir, split_pool
 from mnist_pruning.progress import mark_job, parallel_jobs
-from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
-from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
-from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
-from mnist_pruning.training import Recipe, normalize, resolve_device, train
+from mnist_pruning.subset import recipe_of, search_split, subset_of
+from mnist_pruning.training import normalize, resolve_device, train
 from mnist_pruning.validation import check_choices, user_conf_dirs, validate
 
 log = logging.getLogger(__name__)
@@ -56,66 +49,6 @@ def get_cache(root: str, enabled: bool) -> Cache:
     return Cache(root, enabled)
 
 
-def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
-    """The embedding of all 60k training images (never the test images), cached; a supervised
-    one (classifier) is fitted on the selection pool's images and labels only. A learned fit
-    follows the run's seed unless `embedding.seed` fixes it; pca and pixels are one fit."""
-    settings = OmegaConf.to_container(cfg.embedding, resolve=True)
-    if cfg.embedding.name in SEEDED:
-        settings["seed"] = fit_seed(settings["seed"], cfg.seed)
-    else:
-        del settings["seed"]
-    key = {"data": data.fingerprint, **settings}
-    fit: dict = {}
-    if cfg.embedding.name in POOLED:
-        key["rows"] = array_digest(pool)
-        fit = (
-            {"labels": data.train_labels.numpy(), "rows": pool}
-            if cfg.embedding.name in SUPERVISED
-            else {"rows": pool}
-        )
-    arrays = cache.get("embedding", key, lambda: {"x": embed(data.train_flat(), **settings, **fit)})
-    return arrays["x"]
-
-
-def scores_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache, kind: str) -> np.ndarray:
-    """The selector's per-image scores of the pool (el2n, forgetting), from trainings on the pool
-    only, cached: every run with the same pool, score settings and seed shares them (the run's
-    seed unless `selector.score.seed` fixes one)."""
-    settings = OmegaConf.to_container(cfg.selector.score, resolve=True)
-    settings = ScoreSettings(**{**settings, "seed": fit_seed(settings["seed"], cfg.seed)})
-    key = {"data": data.fingerprint, "kind": kind, "rows": array_digest(pool), **settings.__dict__}
-
-    def trained(x: torch.Tensor, y: torch.Tensor) -> list:
-        """The score trainings every score but forgetting is read from, cached once for all."""
-        parts = {k: v for k, v in key.items() if k != "kind"}
-        return models_from_arrays(
-            cache.get("score-models", parts, lambda: models_to_arrays(fit_models(x, y, settings)))
-        )
-
-    def compute() -> Arrays:
-        s = pool_scores(
-            kind, data.train_images, data.train_labels, pool, settings, cfg.data.mean, cfg.data.std, trained
-        )
-        return {"scores": s}
-
-    return cache.get("scores", key, compute)["scores"]
-
-
-def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int, seed: int) -> KMeansFit:
-    """k-means keyed by the points themselves: nearest, furthest and cluster_random share fits."""
-    parts = {"x": array_digest(x), "clusters": n, "seed": seed, "max_iter": max_iter, "tol": tol}
-    parts["algorithm"] = KMEANS_VERSION
-
-    def fit() -> Arrays:
-        f = kmeans(x, n, seed, max_iter=max_iter, tol=tol)
-        return {"centroids": f.centroids, "assignments": f.assignments, "distances": f.distances}
-
-    a = cache.get("kmeans", parts, fit)
-    inertia = float(np.sum(a["distances"].astype(np.float64) ** 2))
-    return KMeansFit(a["centroids"], a["assignments"], a["distances"], inertia)
-
-
 def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
     """`threads` if set; else the CPUs a submitit job was given, or the cores shared out over the
     jobs joblib runs at once (n_jobs -1 meaning one per core; 0, the parallel launcher's default,
@@ -133,120 +66,6 @@ def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
     if n_jobs == 0 and memory is None:  # joblib's own 0: not a bound
         return cores
     return max(1, cores // parallel_jobs(n_jobs, memory or 0))
-
-
-def recipe_of(cfg: DictConfig) -> Recipe:
-    t = cfg.train
-    return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
-
-
-def search_split(cfg: DictConfig, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pool, holdout): a search's held-out split, carved out of the selection pool before
-    anything else sees it (in random order, so its first `eval_size` rows are a random sample);
-    the whole pool and no holdout for every other selector."""
-    if cfg.selector.name != "search":
-        return pool, np.empty(0, dtype=np.int64)
-    s = cfg.selector.search
-    perm = np.random.default_rng(fit_seed(s.holdout_seed, cfg.seed)).permutation(len(pool))
-    return np.sort(pool[perm[s.holdout :]]), pool[perm[: s.holdout]]
-
-
-SEARCH_VERSION = 1  # bump when the search's rule changes: cached searches are then redone
-
-
-def search_options(
-    cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarray, path: list, device: torch.device
-) -> SearchOptions:
-    """The search's settings and its proxy, built here (the selector knows no training loop):
-    short trainings of the run's recipe on the pool rows of a candidate, scored on the holdout."""
-    s = cfg.selector.search
-    settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
-    proxy, _ = make_proxy(
-        data.train_images,
-        data.train_labels,
-        pool,
-        holdout,
-        recipe_of(cfg),
-        settings,
-        proxy_seeds(cfg.seed, settings.seeds),
-        cfg.data.mean,
-        cfg.data.std,
-        device,
-    )
-    return SearchOptions(
-        proxy=proxy,
-        draws=s.draws,
-        evaluations=s.evaluations,
-        candidates=s.candidates,
-        width=s.width,
-        trace=lambda n, score, kept: path.append((n, score, float(kept))),
-    )
-
-
-def subset_of(
-    cfg: DictConfig,
-    data: Mnist,
-    pool: np.ndarray,
-    cache: Cache,
-    holdout: np.ndarray | None = None,
-    device: torch.device | None = None,
-    found: dict | None = None,
-) -> np.ndarray:
-    """The kept indices into the training set: embedding or scores of the pool, then the selector;
-    everything random behind them follows `cfg.seed` (unless the config fixes a fit's seed). A
-    search also gets its proxy on `holdout` and puts its `path` (rows of evaluation, score, kept)
-    and `seconds` into `found`; a finished search is cached by everything it depends on."""
-    labels = data.train_labels.numpy()
-    sel = cfg.selector
-    rule = sel.base if sel.name == "search" else sel.name  # what ranks images: a search's base
-    kind = {"uncertainty": sel.get("measure"), "ccs": sel.get("difficulty")}.get(rule) or rule
-    # a selector that ignores the embedding is given none: a random run trains no autoencoder
-    free = sel.name in EMBEDDING_FREE
-    x = np.empty((len(labels), 0), np.float32) if free else embedding_of(cfg, data, pool, cache)
-    options = Options(
-        clusters=sel.get("clusters"),
-        balance=sel.balance,
-        neighbors=sel.neighbors,
-        easy_fraction=sel.easy_fraction,
-        keep=sel.keep,
-        scores=scores_of(cfg, data, pool, cache, kind) if rule in SCORED_SELECTORS else None,
-        prune_hard=sel.get("prune_hard", 0.1),
-        strata=sel.get("strata", 50),
-        delta=sel.get("delta"),
-        purity=sel.get("purity", 0.95),
-        kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
-        base=sel.get("base") or "herding",
-    )
-    if sel.name != "search":
-        return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
-
-    path: list[tuple[int, float, float]] = []
-    device = device or torch.device("cpu")
-    holdout = np.empty(0, dtype=np.int64) if holdout is None else holdout
-
-    def run_search() -> Arrays:
-        start = time.perf_counter()
-        opts = replace(options, search=search_options(cfg, data, pool, holdout, path, device))
-        picked = select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, opts)
-        seconds = np.array([time.perf_counter() - start])
-        return {"indices": pool[picked], "path": np.asarray(path, float).reshape(-1, 3), "seconds": seconds}
-
-    key = {
-        "data": data.fingerprint,
-        "pool": array_digest(pool),
-        "holdout": array_digest(holdout),
-        "x": array_digest(x[pool]),
-        "scores": None if options.scores is None else array_digest(options.scores),
-        "k": cfg.k,
-        "seed": cfg.seed,
-        "selector": OmegaConf.to_container(sel, resolve=True),
-        "recipe": recipe_of(cfg).__dict__,
-        "version": SEARCH_VERSION,
-    }
-    done = cache.get("search", key, run_search)
-    if found is not None:
-        found.update(path=done["path"], seconds=float(done["seconds"][0]))
-    return done["indices"]
 
 
 def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
