@@ -103,7 +103,7 @@ def test_best_experiment_is_the_small_end_winner(make_cfg):
 
     frontier = pd.read_csv(REPO / "results/frontier/summary.csv")
     fresh = frontier[frontier["selector"].isin(["random", "cluster_random", "hybrid", "kcenter"])]
-    summary = pd.concat([pd.read_csv(REPO / "results/small_end/summary.csv"), fresh])
+    summary = pd.concat([pd.read_csv(REPO / "results/small_end/summary.csv"), fresh], ignore_index=True)
     reached = summary[(summary["selector"] != "full") & (summary["median_acc"] >= 0.95)]
     at_k = reached[reached["k"] == reached["k"].min()]
     best = at_k.loc[at_k["median_acc"].idxmax()]

@@ -1,5 +1,7 @@
 """Multiruns use the machine by default, and say how far along they are."""
 
+import re
+
 import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -45,7 +47,7 @@ def test_a_sweep_reports_its_progress_counting_failed_and_resumed_jobs(tmp_path,
     res = run_train(args, tmp_path, run_env)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out[-3000:]
-    lines = [line.split("] ", 1)[1] for line in out.splitlines() if " done, " in line]
+    lines = [m.group(0) for m in re.finditer(r"\d+/\d+ done, \d+ failed, elapsed [^\n]*", out)]
     assert lines[-1].startswith("4/4 done, 1 failed, elapsed ")
     counts = [int(line.split("/")[0]) for line in lines]
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
