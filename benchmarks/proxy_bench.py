@@ -87,7 +87,7 @@ def bench_proxy(root: str, tiny: bool) -> dict:
     rows_out = []
     for steps, seeds in [(5, 1), (5, 2)] if tiny else PROXY_SETTINGS:
         settings = ProxySettings(steps=steps, batch_size=64, seeds=seeds, eval_size=half, augment=True)
-        score, _ = make_proxy(
+        score = make_proxy(
             data.train_images,
             data.train_labels,
             pool,

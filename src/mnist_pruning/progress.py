@@ -105,7 +105,7 @@ class Watcher:
         self.seen: dict[Path, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self.lines: list[str] = []
+        self.logged = False  # a line was reported
 
     def __enter__(self) -> Watcher:
         for old in self.sweep_dir.rglob(MARKER):  # a launch into the same directory before
@@ -132,10 +132,9 @@ class Watcher:
         if self.stream.isatty():
             self.stream.write(f"\r\033[K{line}" + ("\n" if final else ""))
             self.stream.flush()
-        elif new or (final and not self.lines):
+        elif new or (final and not self.logged):
             log.info("%s", line)
-        if new or final:
-            self.lines.append(line)
+        self.logged = self.logged or new or final
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):

@@ -55,10 +55,9 @@ def make_proxy(
     mean: float,
     std: float,
     device: torch.device,
-) -> tuple[Callable[[np.ndarray], float], np.ndarray]:
-    """(score, scored rows): score(rows) trains on the pool rows `rows` once per seed and returns
-    the mean accuracy on the first `eval_size` held-out images; those rows are returned too, so a
-    caller can check that they never meet the test set or the pool."""
+) -> Callable[[np.ndarray], float]:
+    """score(rows): trains on the pool rows `rows` once per seed and returns the mean accuracy
+    on the first `eval_size` held-out images."""
     scored = np.asarray(holdout[: settings.eval_size])
     if len(scored) == 0:
         raise ValueError("the search's proxy needs held-out images (selector.search.holdout >= 1)")
@@ -71,4 +70,4 @@ def make_proxy(
         accs = [train(x, y, held, short, seed, device, progress=False).metrics["val_acc"] for seed in seeds]
         return float(np.mean(accs))
 
-    return score, scored
+    return score

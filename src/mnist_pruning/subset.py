@@ -40,11 +40,9 @@ def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -
     fit: dict = {}
     if cfg.embedding.name in POOLED:
         key["rows"] = array_digest(pool)
-        fit = (
-            {"labels": data.train_labels.numpy(), "rows": pool}
-            if cfg.embedding.name in SUPERVISED
-            else {"rows": pool}
-        )
+        fit = {"rows": pool}
+        if cfg.embedding.name in SUPERVISED:
+            fit["labels"] = data.train_labels.numpy()
     arrays = cache.get("embedding", key, lambda: {"x": embed(data.train_flat(), **settings, **fit)})
     return arrays["x"]
 
@@ -113,7 +111,7 @@ def search_options(
     short trainings of the run's recipe on the pool rows of a candidate, scored on the holdout."""
     s = cfg.selector.search
     settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
-    proxy, _ = make_proxy(
+    proxy = make_proxy(
         data.train_images,
         data.train_labels,
         pool,
@@ -162,12 +160,9 @@ def subset_of(
         easy_fraction=sel.easy_fraction,
         keep=sel.keep,
         scores=scores_of(cfg, data, pool, cache, kind) if rule in SCORED_SELECTORS else None,
-        prune_hard=sel.get("prune_hard", 0.1),
-        strata=sel.get("strata", 50),
-        delta=sel.get("delta"),
-        purity=sel.get("purity", 0.95),
         kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
-        base=sel.get("base") or "herding",
+        # a selector's own settings (ccs, probcover, search): from its schema, none invented here
+        **{f: sel[f] for f in ("prune_hard", "strata", "delta", "purity", "base") if f in sel},
     )
     if sel.name != "search":
         return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]

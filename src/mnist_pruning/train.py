@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import resource
 import signal
 import sys
@@ -23,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pruning import tracking
+from mnist_pruning import progress, tracking
 from mnist_pruning.cache import Cache
 from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.data import DataError, load_mnist, raw_dir, split_pool
@@ -53,7 +52,7 @@ def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
     """`threads` if set; else the CPUs a submitit job was given, or the cores shared out over the
     jobs joblib runs at once (n_jobs -1 meaning one per core; 0, the parallel launcher's default,
     as many as cores and memory allow), so that jobs x threads <= cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = progress.cores()
     if threads:
         return threads
     cpus = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
