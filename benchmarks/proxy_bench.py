@@ -11,25 +11,14 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from common import MEAN, STD, config
 
-from mnist_pruning.config import CONF_DIR
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
 from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import normalize, train
-
-MEAN, STD = 0.1307, 0.3081
-
-
-def config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
 
 PROXY_SETTINGS = [(300, 1), (600, 1), (600, 2), (1000, 2)]  # (steps, seeds) compared for fidelity
 

@@ -40,9 +40,24 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
     assert {"hybrid", "herding", "facility_location", "el2n", "forgetting"} <= methods
     assert all(r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in results["methods"])
     assert results["facility_location"]["peak_gib"] > 0
+    newer = results["newer"]
+    assert [r["method"] for r in newer["methods"]] == list(bench.NEWER_METHODS)
+    assert all(r["k"] == 20 and r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in newer["methods"])
+    assert newer["contrastive"]["pool"] == 2000 and newer["contrastive"]["epochs"] == 1
+    assert newer["contrastive"]["cold_seconds"] > newer["contrastive"]["warm_seconds"]  # the fit was cached
     proxy = results["proxy"]
     assert proxy["subsets"] == 4 and [r["seeds"] for r in proxy["settings"]] == [1, 2]
     assert all(r["seconds_per_evaluation"] > 0 for r in proxy["settings"])
+
+
+def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):
+    """`--only PART` measures that part and keeps what the file held of the others."""
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"training": {"kept": 1}, "proxy": {"stale": 1}}))
+    bench.main(["--tiny", "--only", "proxy", "--root", str(mnist_root), "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert set(written) == {"training", "proxy"} and written["training"] == {"kept": 1}
+    assert "stale" not in written["proxy"] and written["proxy"]["subsets"] == 4
 
 
 def test_projected_steps_are_the_composed_configs_steps(bench):

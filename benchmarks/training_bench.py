@@ -1,0 +1,132 @@
+"""Training throughput: the project's loop against a plain one and the original harness's."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from common import MEAN, STD, config
+
+from mnist_pruning.data import load_mnist
+from mnist_pruning.model import LeNet5
+from mnist_pruning.subset import recipe_of
+from mnist_pruning.training import Recipe, normalize, train
+
+
+def recipe(steps: int, augment: bool) -> Recipe:
+    """The recipe of a k = 100 run (affine + elastic maps when augmenting), for `steps` steps."""
+    cfg = config(["k=100", f"train.steps={steps}", f"train.augment={augment}", "train.log_every=0"])
+    return recipe_of(cfg)
+
+
+class ProjectLoop:
+    """The project's `training.train`, run a chunk of steps per call (its own timer)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: bool) -> None:
+        self.x, self.y, self.augment = x, y, augment
+
+    def run(self, steps: int) -> float:
+        res = train(self.x, self.y, {}, recipe(steps, self.augment), seed=0, device=torch.device("cpu"))
+        return res.train_seconds
+
+
+class OneThread:
+    """A loop run on one thread: what each of the jobs of a 2-job sweep on 2 cores gets."""
+
+    def __init__(self, loop: ProjectLoop) -> None:
+        self.loop = loop
+
+    def run(self, steps: int) -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.loop.run(steps)
+        finally:
+            torch.set_num_threads(threads)
+
+
+class PlainLoop:
+    """The textbook loop over in-memory tensors: the reference the project's loop must match."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        torch.manual_seed(0)
+        self.x, self.y = x, y
+        self.model = LeNet5()
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True
+        )
+        self.perm = torch.randperm(len(x))
+        self.step = 0
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            idx = self.perm[(self.step * 128) % (len(self.x) - 128) :][:128]
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+        return time.perf_counter() - start
+
+
+class PilLoaderLoop(PlainLoop):
+    """The original harness: torchvision's MNIST as PIL images, per-image transforms, DataLoader."""
+
+    def __init__(self, root: str) -> None:
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        dataset = datasets.MNIST(root, train=True, transform=tf)
+        super().__init__(torch.empty(0), torch.empty(0))
+        self.loader = DataLoader(dataset, batch_size=128, shuffle=True, drop_last=True)
+        self.batches = iter(self.loader)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            try:
+                xb, yb = next(self.batches)
+            except StopIteration:
+                self.batches = iter(self.loader)
+                xb, yb = next(self.batches)
+            loss = F.cross_entropy(self.model(xb), yb)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - start
+
+
+def bench_training(root: str, steps: int, chunk: int) -> dict:
+    """The loops take turns, `chunk` steps each, until each has done `steps`: the machine's
+    slow and fast spells then fall on all of them alike, and the ratios compare like with like."""
+    data = load_mnist(root)
+    x, y = normalize(data.train_images, MEAN, STD), data.train_labels
+    loops = {
+        "project": ProjectLoop(x, y, augment=False),
+        "plain": PlainLoop(x, y),
+        "pil_dataloader": PilLoaderLoop(root),
+        "project_augment": ProjectLoop(x, y, augment=True),
+        "project_1_thread": OneThread(ProjectLoop(x, y, augment=False)),
+    }
+    for loop in loops.values():
+        loop.run(5)  # warm-up
+    seconds = dict.fromkeys(loops, 0.0)
+    for _ in range(max(1, steps // chunk)):
+        for name, loop in loops.items():
+            seconds[name] += loop.run(chunk)
+    done = max(1, steps // chunk) * chunk
+    rate = {name: done * 128 / s for name, s in seconds.items()}
+    return {
+        **{f"images_per_s_{name}": r for name, r in rate.items()},
+        "project_vs_plain": rate["project"] / rate["plain"],
+        "project_vs_pil": rate["project"] / rate["pil_dataloader"],
+        "augment_share_of_step": 1 - rate["project_augment"] / rate["project"],
+        # a job on all cores vs on one: parallel jobs of one thread each can beat a sequential
+        # sweep by at most cores / this (if nothing else is shared)
+        "all_threads_vs_1_thread": rate["project"] / rate["project_1_thread"],
+        "parallel_speedup_bound": torch.get_num_threads() * rate["project_1_thread"] / rate["project"],
+        "steps_each": done,
+    }
