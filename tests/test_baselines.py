@@ -47,7 +47,7 @@ def test_probcover_first_picks_the_image_whose_ball_covers_the_most():
 
 
 def test_probcover_delta_keeps_the_purity_asked_for():
-    from mnist_pruning.selectors.coverage import knn_graph
+    from mnist_pruning.neighbors import knn_graph
 
     x, labels, _ = toy()
     idx, dist = knn_graph(x, 30)

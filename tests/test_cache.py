@@ -103,3 +103,25 @@ def test_cluster_selectors_share_one_fit(tmp_path):
     assert all(isinstance(f, KMeansFit) for f in fits)
     select("nearest", x, labels, 40, 1, options)  # another seed is another fit
     assert cache.computed == 2
+
+
+def test_graph_selectors_share_one_cached_knn_graph(tmp_path):
+    """facility_location and probcover on the same points build the kNN graph once, a new
+    process reads it back, and the subsets are those of the uncached graph."""
+    from functools import partial
+
+    from mnist_pruning.subset import cached_knn
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    labels = rng.integers(0, 10, 400)
+    plain = Options(neighbors=15, delta=1.5)
+    cached = Options(neighbors=15, delta=1.5, knn=partial(cached_knn, Cache(tmp_path)))
+    for name in ("facility_location", "probcover"):
+        assert np.array_equal(select(name, x, labels, 30, 0, cached), select(name, x, labels, 30, 0, plain))
+    assert cached.knn.args[0].computed == 1
+    fresh = Cache(tmp_path)
+    select("probcover", x, labels, 30, 0, Options(neighbors=15, delta=1.5, knn=partial(cached_knn, fresh)))
+    assert fresh.computed == 0
+    select("probcover", x, labels, 30, 0, Options(neighbors=10, delta=1.5, knn=partial(cached_knn, fresh)))
+    assert fresh.computed == 1  # another graph size is another graph

@@ -1,5 +1,5 @@
 """The subset a run trains on: the fits behind it (an embedding, the score trainings, k-means,
-a search's proxy), each cached by its inputs, then the selector.
+the kNN graph, a search's proxy), each cached by its inputs, then the selector.
 
 Everything random here follows the run's seed unless the config fixes a fit's own seed; the
 test images never reach this module (a search scores on a holdout of the training pool).
@@ -21,6 +21,8 @@ from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import fit_seed
 from mnist_pruning.data import Mnist
 from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
+from mnist_pruning.neighbors import VERSION as KNN_VERSION
+from mnist_pruning.neighbors import knn_graph
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
@@ -83,6 +85,14 @@ def cached_kmeans(cache: Cache, max_iter: int, tol: float, x: np.ndarray, n: int
     a = cache.get("kmeans", parts, fit)
     inertia = float(np.sum(a["distances"].astype(np.float64) ** 2))
     return KMeansFit(a["centroids"], a["assignments"], a["distances"], inertia)
+
+
+def cached_knn(cache: Cache, x: np.ndarray, neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph keyed by the points themselves: facility location and ProbCover on the same
+    embedding share it, and a warm run reads it instead of n^2 distances."""
+    parts = {"x": array_digest(x), "neighbors": neighbors, "algorithm": KNN_VERSION}
+    a = cache.get("knn", parts, lambda: dict(zip(("idx", "dist"), knn_graph(x, neighbors), strict=True)))
+    return a["idx"], a["dist"]
 
 
 def recipe_of(cfg: DictConfig) -> Recipe:
@@ -161,6 +171,7 @@ def subset_of(
         keep=sel.keep,
         scores=scores_of(cfg, data, pool, cache, kind) if rule in SCORED_SELECTORS else None,
         kmeans=partial(cached_kmeans, cache, cfg.kmeans.max_iter, cfg.kmeans.tol),
+        knn=partial(cached_knn, cache),
         # a selector's own settings (ccs, probcover, search): from its schema, none invented here
         **{f: sel[f] for f in ("prune_hard", "strata", "delta", "purity", "base") if f in sel},
     )

@@ -2,7 +2,7 @@
 
 A selector knows nothing of torch, MLflow or Hydra. Indices refer to the rows of the embedding
 it is given (the selection pool). What a rule needs from elsewhere arrives in `Options`: k-means
-as a function (so the caller decides whether fits are cached), and per-image scores computed
+and the kNN graph as functions (so the caller decides whether fits are cached), and per-image scores computed
 by model trainings outside this package (`mnist_pruning.scores`).
 
 One module per family, each registering its rules here:
@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mnist_pruning.cluster import KMeansFn, kmeans
+from mnist_pruning.neighbors import KnnFn, knn_graph
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Options:
     keep: str = "easy"  # scored selectors: the lowest ("easy") or highest ("hard") scores
     scores: np.ndarray | None = None  # scored selectors: one score per row of the embedding
     kmeans: KMeansFn = kmeans
+    knn: KnnFn = knn_graph  # facility_location, probcover: (points, neighbours) -> (indices, distances)
     prune_hard: float = 0.1  # ccs: the hardest fraction of the scores dropped
     strata: int = 50  # ccs: equal-width score strata sampled evenly
     delta: float | None = None  # probcover: ball radius (None: by the purity rule)

@@ -52,30 +52,6 @@ def herding(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Optio
     return chosen
 
 
-def knn_graph(x: np.ndarray, neighbors: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's `neighbors` nearest points (itself first) and their distances, (n, m) each.
-
-    Exact, by blocks of squared distances from one matrix product, so memory stays at
-    chunk x n floats however large the pool.
-    """
-    import torch
-
-    pts = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    sq = (pts * pts).sum(1)
-    m = min(neighbors + 1, len(pts))
-    idx = np.empty((len(pts), m), dtype=np.int64)
-    dist = np.empty((len(pts), m), dtype=np.float32)
-    for lo in range(0, len(pts), chunk):
-        block = pts[lo : lo + chunk]
-        d2 = sq[lo : lo + chunk, None] - 2 * block @ pts.T + sq[None, :]
-        rows = torch.arange(len(block))
-        d2[rows, rows + lo] = -1.0  # itself first, whatever the rounding
-        val, ind = torch.topk(d2, m, dim=1, largest=False)
-        idx[lo : lo + len(block)] = ind.numpy()
-        dist[lo : lo + len(block)] = val.clamp_min(0).sqrt().numpy()
-    return idx, dist
-
-
 @register("facility_location")
 def facility_location(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
     """Facility location (as in CRAIG, Mirzasoleiman et al. 2020): maximise the sum over pool
@@ -88,7 +64,7 @@ def facility_location(x: np.ndarray, labels: np.ndarray, k: int, seed: int, opti
     the rest of k is filled in an order drawn from the seed.
     """
     n = len(x)
-    idx, dist = knn_graph(x, options.neighbors)
+    idx, dist = options.knn(x, options.neighbors)
     width = float(np.median(dist[:, -1])) if dist.shape[1] > 1 else 1.0
     sim = np.exp(-((dist / max(width, 1e-12)) ** 2) / 2).astype(np.float64)
     # reverse graph: for each candidate j, the points i that have j among their neighbours
@@ -143,7 +119,7 @@ def probcover(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Opt
     from mnist_pruning.selectors import class_quotas
 
     n = len(x)
-    idx, dist = knn_graph(x, options.neighbors)
+    idx, dist = options.knn(x, options.neighbors)
     delta = options.delta
     if delta is None:
         pseudo = options.kmeans(x, len(np.unique(labels)), seed).assignments
