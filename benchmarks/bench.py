@@ -1,6 +1,6 @@
 """Measure what makes a sweep fast, as ratios within one run of this script.
 
-    python benchmarks/bench.py                 # the full measurement (about 75 minutes on 2 cores)
+    python benchmarks/bench.py                 # everything: over an hour on 2 cores (the proxy 49 min)
     python benchmarks/bench.py --tiny          # seconds: checks that the script still works
     python benchmarks/bench.py --only proxy    # one part, merged into an existing --out file
 
