@@ -2,8 +2,8 @@
 
 A selector knows nothing of torch, MLflow or Hydra. Indices refer to the rows of the embedding
 it is given (the selection pool). What a rule needs from elsewhere arrives in `Options`: k-means
-and the kNN graph as functions (so the caller decides whether fits are cached), and per-image scores computed
-by model trainings outside this package (`mnist_pruning.scores`).
+and the kNN graph as functions (so the caller decides whether fits are cached), and per-image
+scores computed by model trainings outside this package (`mnist_pruning.scores`).
 
 One module per family, each registering its rules here:
 - `baselines`: full, random
