@@ -168,6 +168,67 @@ def test_write_report_files_and_mlflow_run(store, tmp_path, mnist_root, capsys):
     assert len(runs.finished) == 13
 
 
+def report_cfg(uri, tmp_path, out, **extra):
+    """A report config on the test store, as the entrypoint composes it."""
+    mlflow = {"tracking_uri": uri, "experiment_name": EXP, "artifact_root": str(tmp_path / "mlruns")}
+    return OmegaConf.merge(
+        OmegaConf.structured(ReportConfig),
+        {"mlflow": mlflow, "out_dir": str(out), "data": {"root": "nowhere"}},
+        extra,
+    )
+
+
+def test_archived_runs_count_where_the_store_lacks_them(store, tmp_path):
+    uri, _ = store
+    first = tmp_path / "first"
+    report.write_report(report_cfg(uri, tmp_path, first))  # 13 runs: its runs.csv is the record
+    # a new machine: a fresh store with the last two seeds of nearest and one seed again
+    new_uri = f"sqlite:///{tmp_path}/new.db"
+    client = MlflowClient(new_uri)
+    exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns2").as_uri())
+    for seed, acc in [(3, 0.98), (4, 0.99)]:
+        add_run(client, exp_id, "nearest", 100, seed, acc)
+    add_run(client, exp_id, "random", 100, 1, 0.50)  # the same config hash as an archived run
+    out = tmp_path / "second"
+    report.write_report(report_cfg(new_uri, tmp_path, out, archive=[str(first / "runs.csv")]))
+    s = pd.read_csv(out / "summary.csv").set_index(["selector", "k"])
+    assert s.loc[("nearest", 100), "seeds"] == 5 and not s.loc[("nearest", 100), "few_seeds"]
+    assert s.loc[("nearest", 100), "median_acc"] == pytest.approx(0.97)  # 0.95 0.96 0.97 0.98 0.99
+    assert s.loc[("random", 200), "seeds"] == 5 and s.loc[("random", 200), "median_acc"] == pytest.approx(
+        0.96
+    )
+    # the store wins: random k=100 seed 1 is 0.50 (store), not 0.82 (archive); seed 0 the newer 0.81
+    r100 = pd.read_csv(out / "runs.csv").query("selector == 'random' and k == 100").set_index("seed")
+    assert r100["test_acc"].to_dict() == pytest.approx({0: 0.81, 1: 0.50, 2: 0.84, 3: 0.86, 4: 0.88})
+    assert len(pd.read_csv(out / "runs.csv")) == 15  # 12 archived + 3 from the store
+    assert "12 of them read from" in (out / "summary.md").read_text()
+    # the merged runs.csv is itself an archive: a store with nothing in it reports the same
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    third = tmp_path / "third"
+    report.write_report(report_cfg(empty, tmp_path, third, archive=[str(out / "runs.csv")]))
+    again = pd.read_csv(third / "summary.csv")
+    pd.testing.assert_frame_equal(again, pd.read_csv(out / "summary.csv"))
+
+
+@pytest.mark.parametrize(
+    ("archive", "sweep", "message"),
+    [
+        (["missing/runs.csv"], None, "archive=missing/runs.csv: no such file"),
+        (["summary"], None, "no column seed"),
+        (["first/runs.csv"], "multirun/x", "archive= with sweep="),
+    ],
+)
+def test_a_bad_archive_fails_before_any_work(store, tmp_path, archive, sweep, message):
+    uri, _ = store
+    report.write_report(report_cfg(uri, tmp_path, tmp_path / "first"))
+    pd.read_csv(tmp_path / "first" / "summary.csv").to_csv(tmp_path / "summary", index=False)
+    out = tmp_path / "out"
+    paths = [str(tmp_path / a) if a != "missing/runs.csv" else a for a in archive]
+    with pytest.raises(report.ReportError, match=message):
+        report.write_report(report_cfg(uri, tmp_path, out, archive=paths, sweep=sweep))
+    assert not out.exists()
+
+
 def test_montage_shows_exactly_the_kept_images(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(1, 256, size=(40, 28, 28), dtype=np.uint8)

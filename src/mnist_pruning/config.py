@@ -305,6 +305,7 @@ class ReportConfig:
     min_seeds: int = 5  # groups with fewer seeds are flagged
     results_file: str | None = None  # a markdown file whose report:<out_dir name> block gets the tables
     sweep: str | None = None  # only the runs of this sweep (its directory or parent run id)
+    archive: list[str] = field(default_factory=list)  # runs.csv files whose runs the store lacks
 
 
 def register_configs() -> None:

@@ -7,9 +7,11 @@ Reads the finished runs of the experiment the train entrypoint writes to, keeps 
 each setting + seed (a re-run sweep never double counts), and writes summary.csv, summary.md
 and the plots to `out_dir`, and as artifacts of a report run in MLflow. One module per step:
 `runs` (the store) -> `summary` (medians, answers) -> `markdown` (tables, results file) ->
-`write` (the entrypoint that writes it all).
+`write` (the entrypoint that writes it all); `archive` reads a committed runs.csv back where the
+store that held its runs is gone.
 """
 
+from mnist_pruning.report.archive import check_archive, merge, read_archive
 from mnist_pruning.report.markdown import answer_table, block_of, comparison_markdown, fill_block, markdown
 from mnist_pruning.report.runs import (
     METRICS,
@@ -32,6 +34,7 @@ from mnist_pruning.report.summary import (
     per_run,
     smallest_k,
     summarize,
+    summarize_rows,
     usual_values,
 )
 from mnist_pruning.report.write import example_rows, log_report, main, write_report
@@ -43,6 +46,7 @@ __all__ = [
     "Runs",
     "annotate",
     "answer_table",
+    "check_archive",
     "as_text",
     "block_of",
     "compare",
@@ -56,12 +60,15 @@ __all__ = [
     "log_report",
     "main",
     "markdown",
+    "merge",
     "near_full",
     "per_run",
+    "read_archive",
     "setting_columns",
     "setting_text",
     "smallest_k",
     "summarize",
+    "summarize_rows",
     "usual_values",
     "with_metric",
     "write_report",

@@ -58,7 +58,9 @@ def markdown(
     min_seeds: int,
     metric: str,
     gap: float | None = None,
+    archived: pd.Series | None = None,
 ) -> str:
+    """The table, the answers and the notes; `archived`: per runs.csv file, the runs taken from it."""
     usual = usual_values(setting_text(runs.finished))
     lines = [
         f"| selector | embedding | clusters | balanced | k | regime | seeds | subsets | median {metric} "
@@ -87,7 +89,9 @@ def markdown(
                 "",
             ]
             lines += answer_table(near)
-    notes = [f"{len(runs.finished)} finished runs"]
+    notes = [f"{int(summary['seeds'].sum())} finished runs"]
+    for path, n in (archived if archived is not None else pd.Series(dtype=int)).items():
+        notes.append(f"{n} of them read from {path} (the store holds none of their config hashes)")
     notes.append(subsets_note(summary))
     alike: dict[tuple[str, str], list[str]] = {}  # groups with the same usual values: one note
     for group, values in usual.items():

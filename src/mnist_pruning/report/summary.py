@@ -14,6 +14,7 @@ from mnist_pruning.tracking import SUBSET_TAG
 
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
+SETTING = (*MAIN, "other", "curve")  # a setting, as a row of the report's table names it
 MAIN_PARAMS = {
     f"params.{p}"
     for p in (
@@ -124,45 +125,42 @@ def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") 
     """One row per setting: quantiles of `metric` over seeds, seed count, median timings."""
     if runs.empty:
         raise ReportError("no FINISHED runs to summarize")
-    described = annotate(runs)
-    rows = []
-    for _, idx in described.groupby("setting").groups.items():
-        part = runs.loc[idx]
-        acc = part[f"metrics.{metric}"].astype(float)
-        first = described.loc[idx[0]]
+    return summarize_rows(per_run(runs, metric), min_seeds, metric)
+
+
+def summarize_rows(rows: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") -> pd.DataFrame:
+    """summarize, from per-run rows (per_run's, or a committed runs.csv's): a setting is what a
+    row of the table shows, so two settings never read alike."""
+    if rows.empty:
+        raise ReportError("no FINISHED runs to summarize")
+    out = []
+    for _, part in rows.groupby(list(SETTING), sort=False):
+        acc = part[metric].astype(float)
         q1, q3 = acc.quantile(0.25), acc.quantile(0.75)
-        rows.append(
+        out.append(
             {
-                **{c: first[c] for c in (*MAIN, "other", "curve")},
+                **{c: part[c].iloc[0] for c in SETTING},
                 "seeds": len(part),
-                "subsets": distinct_subsets(part),
+                "subsets": float(part["subset"].nunique()) if part["subset"].notna().all() else math.nan,
                 "median_acc": acc.median(),
                 "min_acc": acc.min(),
                 "max_acc": acc.max(),
                 "q1_acc": q1,
                 "q3_acc": q3,
                 "iqr_acc": q3 - q1,
-                "median_select_seconds": part["metrics.select_seconds"].median(),
-                "median_train_seconds": part["metrics.train_seconds"].median(),
+                "median_select_seconds": part["select_seconds"].median(),
+                "median_train_seconds": part["train_seconds"].median(),
                 "few_seeds": len(part) < min_seeds,
             }
         )
-    return pd.DataFrame(rows).sort_values(["curve", "k"]).reset_index(drop=True)
-
-
-def distinct_subsets(runs: pd.DataFrame) -> float:
-    """How many different subsets a setting's seeds trained on, by the runs' `subset` digests
-    (5 of 5 seeds: the method was repeated; 1: one subset trained five times); NaN for runs
-    logged before the tag."""
-    digests = runs.get(f"tags.{SUBSET_TAG}", pd.Series(np.nan, index=runs.index))
-    return float(digests.nunique()) if digests.notna().all() else math.nan
+    return pd.DataFrame(out).sort_values(["curve", "k"]).reset_index(drop=True)
 
 
 def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """One row per run behind the medians (its setting, seed and accuracy, its run id and
     config hash): what a median was taken of, kept beside the summary outside the store."""
     described = annotate(runs)
-    out = described[[*MAIN, "other", "curve"]].assign(
+    out = described[list(SETTING)].assign(
         seed=runs["params.seed"].astype(int),
         **{metric: runs[f"metrics.{metric}"].astype(float)},
         select_seconds=runs["metrics.select_seconds"],

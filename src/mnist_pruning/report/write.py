@@ -15,16 +15,18 @@ from omegaconf import DictConfig
 
 from mnist_pruning import figures, tracking
 from mnist_pruning.config import CONF_DIR, register_configs
+from mnist_pruning.report.archive import COLUMNS, check_archive, merge, read_archive
 from mnist_pruning.report.markdown import block_of, comparison_markdown, fill_block, markdown
 from mnist_pruning.report.runs import (
     METRICS,
     REPORT_TAG,
     ReportError,
+    Runs,
     fetch_runs,
     latest_finished,
     with_metric,
 )
-from mnist_pruning.report.summary import annotate, compare, per_run, smallest_k, summarize
+from mnist_pruning.report.summary import annotate, compare, per_run, smallest_k, summarize_rows
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -61,21 +63,21 @@ def write_report(cfg: DictConfig) -> Path:
         block_of(Path(cfg.results_file), Path(cfg.out_dir).name)
     if cfg.reference and not Path(cfg.reference).is_file():
         raise ReportError(f"reference={cfg.reference}: no such file (a CSV of selector, k, median_acc)")
-    m = cfg.mlflow
+    if cfg.archive and cfg.sweep:
+        raise ReportError("archive= with sweep=: a runs.csv names no sweep; report one or the other")
+    check_archive(list(cfg.archive), cfg.metric)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name, cfg.sweep))
-    if runs.left_out:
-        log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
-    if runs.finished.empty:
-        raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
-    runs = with_metric(runs, cfg.metric)
-    summary = summarize(runs.finished, cfg.min_seeds, cfg.metric)
+    runs, rows = store_rows(cfg)
+    rows, taken = merge(rows, read_archive(list(cfg.archive), cfg.metric))
+    for path, n in taken.items():
+        log.info("%d runs from %s (the store holds none of their config hashes)", n, path)
+    summary = summarize_rows(rows, cfg.min_seeds, cfg.metric)
     answer = smallest_k(summary, cfg.target_acc)
     summary.to_csv(out / "summary.csv", index=False)
-    per_run(runs.finished, cfg.metric).to_csv(out / "runs.csv", index=False)
+    rows.to_csv(out / "runs.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
-    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full)
+    md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full, taken)
     if cfg.reference:
         table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
         table.to_csv(out / "comparison.csv", index=False)
@@ -105,13 +107,33 @@ def write_report(cfg: DictConfig) -> Path:
         from mnist_pruning.data import load_mnist
 
         data = load_mnist(cfg.data.root, download=False, verify=cfg.data.verify)
-        rows = example_rows(runs.finished, cfg.montage_k)
+        rows = example_rows(runs.finished, cfg.montage_k) if not runs.finished.empty else []
         if rows:
             figures.save_examples(out / "selected_examples.png", rows, data.train_images.numpy())
     except Exception as e:  # the tables are the report; the montage is a bonus
         log.warning("selected_examples.png skipped: %s", tracking.one_line(e))
     log_report(cfg, out)
     return out
+
+
+def store_rows(cfg: DictConfig) -> tuple[Runs, pd.DataFrame]:
+    """The store's finished runs of the experiment and their per-run rows; with `archive`, a
+    store without the experiment (or its runs) is no error: the files may hold them all."""
+    m = cfg.mlflow
+    try:
+        runs = latest_finished(fetch_runs(m.tracking_uri, m.experiment_name, cfg.sweep))
+    except ReportError:
+        if not cfg.archive:
+            raise
+        runs = Runs(pd.DataFrame(), 0, 0)
+    if runs.left_out:
+        log.warning("%d FAILED, KILLED or RUNNING runs are left out of the report", runs.left_out)
+    if runs.finished.empty:
+        if not cfg.archive:
+            raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
+        return runs, pd.DataFrame(columns=[*COLUMNS, cfg.metric])
+    runs = with_metric(runs, cfg.metric)
+    return runs, per_run(runs.finished, cfg.metric)
 
 
 def log_report(cfg: DictConfig, out: Path) -> None:
