@@ -91,7 +91,7 @@ def markdown(
             lines += answer_table(near)
     notes = [f"{int(summary['seeds'].sum())} finished runs"]
     for path, n in (archived if archived is not None else pd.Series(dtype=int)).items():
-        notes.append(f"{n} of them read from {path} (the store holds none of their config hashes)")
+        notes.append(f"{n} of them read from {path} (runs the store lacks)")
     notes.append(subsets_note(summary))
     alike: dict[tuple[str, str], list[str]] = {}  # groups with the same usual values: one note
     for group, values in usual.items():

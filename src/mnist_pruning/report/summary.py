@@ -134,14 +134,14 @@ def summarize_rows(rows: pd.DataFrame, min_seeds: int = 5, metric: str = "test_a
     if rows.empty:
         raise ReportError("no FINISHED runs to summarize")
     out = []
-    for _, part in rows.groupby(list(SETTING), sort=False):
+    for _, part in rows.groupby(list(SETTING), sort=False, dropna=False):
         acc = part[metric].astype(float)
         q1, q3 = acc.quantile(0.25), acc.quantile(0.75)
         out.append(
             {
                 **{c: part[c].iloc[0] for c in SETTING},
                 "seeds": len(part),
-                "subsets": float(part["subset"].nunique()) if part["subset"].notna().all() else math.nan,
+                "subsets": distinct_subsets(part["subset"]),
                 "median_acc": acc.median(),
                 "min_acc": acc.min(),
                 "max_acc": acc.max(),
@@ -154,6 +154,13 @@ def summarize_rows(rows: pd.DataFrame, min_seeds: int = 5, metric: str = "test_a
             }
         )
     return pd.DataFrame(out).sort_values(["curve", "k"]).reset_index(drop=True)
+
+
+def distinct_subsets(digests: pd.Series) -> float:
+    """How many different subsets a setting's seeds trained on, by the runs' `subset` digests
+    (5 of 5 seeds: the method was repeated; 1: one subset trained five times); NaN for runs
+    logged before the tag."""
+    return float(digests.nunique()) if digests.notna().all() else math.nan
 
 
 def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:

@@ -71,7 +71,7 @@ def write_report(cfg: DictConfig) -> Path:
     runs, rows = store_rows(cfg)
     rows, taken = merge(rows, read_archive(list(cfg.archive), cfg.metric))
     for path, n in taken.items():
-        log.info("%d runs from %s (the store holds none of their config hashes)", n, path)
+        log.info("%d runs from %s (runs the store lacks)", n, path)
     summary = summarize_rows(rows, cfg.min_seeds, cfg.metric)
     answer = smallest_k(summary, cfg.target_acc)
     summary.to_csv(out / "summary.csv", index=False)
