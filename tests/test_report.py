@@ -210,6 +210,20 @@ def test_archived_runs_count_where_the_store_lacks_them(store, tmp_path):
     pd.testing.assert_frame_equal(again, pd.read_csv(out / "summary.csv"))
 
 
+def test_an_archive_written_before_the_subset_tag_counts_with_subsets_unknown(store, tmp_path):
+    uri, _ = store
+    report.write_report(report_cfg(uri, tmp_path, tmp_path / "first"))
+    old = tmp_path / "old_runs.csv"
+    pd.read_csv(tmp_path / "first" / "runs.csv").drop(columns="subset").to_csv(old, index=False)
+    out = tmp_path / "out"
+    report.write_report(report_cfg(f"sqlite:///{tmp_path}/empty.db", tmp_path, out, archive=[str(old)]))
+    s = pd.read_csv(out / "summary.csv").set_index(["selector", "k"])
+    assert s.loc[("random", 100), "seeds"] == 5 and s.loc[("random", 100), "median_acc"] == pytest.approx(
+        0.84
+    )
+    assert s["subsets"].isna().all()
+
+
 @pytest.mark.parametrize(
     ("archive", "sweep", "message"),
     [

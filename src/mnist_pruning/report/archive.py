@@ -17,8 +17,10 @@ import pandas as pd
 from mnist_pruning.report.runs import ReportError
 from mnist_pruning.report.summary import SETTING
 
-# what runs.csv holds besides the metric (per_run's columns)
+# what runs.csv holds besides the metric (per_run's columns); reports written before the
+# `subset` tag have no such column, and their runs count with their subsets unknown
 COLUMNS = (*SETTING, "seed", "select_seconds", "train_seconds", "run_id", "config_hash", "subset")
+OPTIONAL = ("subset",)
 
 
 def check_archive(paths: list[str], metric: str) -> None:
@@ -27,7 +29,7 @@ def check_archive(paths: list[str], metric: str) -> None:
         if not Path(path).is_file():
             raise ReportError(f"archive={path}: no such file (a runs.csv an earlier report wrote)")
         header = pd.read_csv(path, nrows=0).columns
-        missing = [c for c in (*COLUMNS, metric) if c not in header]
+        missing = [c for c in (*COLUMNS, metric) if c not in header and c not in OPTIONAL]
         if missing:
             raise ReportError(
                 f"archive={path}: no column {', '.join(missing)} (a runs.csv of metric={metric})"
@@ -38,7 +40,8 @@ def read_archive(paths: list[str], metric: str) -> pd.DataFrame:
     """The archived runs, typed as per_run writes them; `archive` names each one's file."""
     parts = []
     for path in paths:
-        part = pd.read_csv(path, dtype=str, keep_default_na=False)[[*COLUMNS, metric]]
+        part = pd.read_csv(path, dtype=str, keep_default_na=False)
+        part = part.reindex(columns=[*COLUMNS, metric], fill_value="")
         parts.append(part.assign(archive=path))
     if not parts:
         return pd.DataFrame(columns=[*COLUMNS, metric, "archive"])
