@@ -105,8 +105,8 @@ def _usual_for(usual: dict[str, dict[str, str]], row: pd.Series) -> dict[str, st
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: readable setting columns, `other` (its further settings that differ from the
-    most common value, e.g. a second recipe tried on full data only), its curve (the setting
-    with k free) and `setting` (the full setting, for grouping seeds)."""
+    most common value, e.g. a second recipe tried on full data only) and its curve (the setting
+    with k free); the seeds of a setting share all of SETTING."""
     text = setting_text(runs)
     out = _describe(runs)
     usual = usual_values(text)
@@ -117,7 +117,6 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
 
     out["other"] = text.apply(other, axis=1) if len(text) else ""
     out["curve"] = out.apply(curve_name, axis=1)
-    out["setting"] = text.agg("|".join, axis=1)
     return out
 
 
