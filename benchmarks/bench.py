@@ -8,8 +8,10 @@ Prints a table and writes JSON (--out, default benchmarks/results.json). The par
 module beside this script:
 - loops (training_bench.py): training images/s, the project's loop (channels_last) vs a plain
   PyTorch loop (NCHW) over the same in-memory tensors vs the original harness's DataLoader over
-  PIL images; what augmentation costs on top of a step; k-means cold fits against
-  scikit-learn's KMeans (n_init=1); warm selection of the cluster rules (k-means cached);
+  PIL images; what augmentation costs on top of a step; the entrypoint run as a user runs it
+  (a single run, no thread override: its `torch_threads` and rate beside the plain loop's);
+  k-means cold fits against scikit-learn's KMeans (n_init=1); warm selection of the cluster
+  rules (k-means cached);
 - sweeps (sweep_bench.py): per-run overhead outside training, cold and warm; an 8-run sweep, one
   job at a time (`hydra/launcher=basic`) vs the default launcher (as many jobs as cores and
   memory allow); from it the projected wall time of `+experiment=frontier`;
@@ -46,7 +48,7 @@ from selection_bench import (  # noqa: E402
     bench_warm_selection,
 )
 from sweep_bench import bench_overhead_and_parallel, experiment_jobs, job_steps, projected_wall  # noqa: E402, F401
-from training_bench import bench_training  # noqa: E402
+from training_bench import bench_entrypoint, bench_training  # noqa: E402
 
 from mnist_pruning.data import load_mnist  # noqa: E402
 from mnist_pruning.embed import pca  # noqa: E402
@@ -67,6 +69,7 @@ def bench_loops(root: str, tiny: bool) -> dict:
     labels = data.train_labels.numpy()
     out: dict = {"tiny": tiny, "threads": torch.get_num_threads()}
     out["training"] = bench_training(root, 20 if tiny else 1000, chunk=10 if tiny else 50)
+    out["single_run"] = bench_entrypoint(root, 20 if tiny else 1000)
     if tiny:
         sub = np.random.default_rng(0).choice(len(x), 2000, replace=False)
         out["kmeans"] = bench_kmeans(x[sub], [10, 50])
@@ -92,6 +95,14 @@ def loops_table(results: dict) -> list[str]:
         f"| bound on the {n}-job speed-up ({n} x 1-thread rate / {n}-thread rate) "
         f"| {t['parallel_speedup_bound']:.2f}x |",
     ]
+    if "single_run" in results:
+        r = results["single_run"]
+        lines += [
+            f"| a single run as a user starts it (`{r['command']}`): torch threads of {r['cores']} cores "
+            f"| {r['torch_threads']} |",
+            f"| training images/s, that run / the plain loop around it | {r['images_per_s_run']:,.0f} / "
+            f"{r['images_per_s_plain']:,.0f} = {r['run_vs_plain']:.2f}x |",
+        ]
     for r in results["kmeans"]:
         lines.append(
             f"| k-means cold fit, k={r['k']:,} (scikit-learn's) | {r['seconds']:.1f} s "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -10,6 +14,7 @@ from common import MEAN, STD, config
 
 from mnist_pruning.data import load_mnist
 from mnist_pruning.model import LeNet5
+from mnist_pruning.progress import cores
 from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import Recipe, normalize, train
 
@@ -129,4 +134,51 @@ def bench_training(root: str, steps: int, chunk: int) -> dict:
         "all_threads_vs_1_thread": rate["project"] / rate["project_1_thread"],
         "parallel_speedup_bound": torch.get_num_threads() * rate["project_1_thread"] / rate["project"],
         "steps_each": done,
+    }
+
+
+def bench_entrypoint(root: str, steps: int) -> dict:
+    """The entrypoint as a user starts it: a single run on full data, augmentation off, no thread
+    override, in a fresh store, against the plain loop on this process's threads timed just
+    before and just after it (the same steps each). A run that trains on fewer threads than the
+    machine has (a sweep's share leaking into a single run) shows here as its `torch_threads`
+    and a ratio well under the loops' own."""
+    import mlflow
+
+    data = load_mnist(root)
+    plain = PlainLoop(normalize(data.train_images, MEAN, STD), data.train_labels)
+    plain.run(5)  # warm-up
+    before = plain.run(steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = dict(
+            os.environ, MNIST_DATA_DIR=root, MLFLOW_TRACKING_URI=uri, MNIST_PRUNING_CACHE=f"{tmp}/cache"
+        )
+        args = ["selector=full", f"train.steps={steps}", "train.augment=false", "seed=0"]
+        start = time.perf_counter()
+        res = subprocess.run(
+            [sys.executable, "-m", "mnist_pruning.train", *args],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+        if res.returncode != 0:
+            raise RuntimeError(f"the single run failed: {res.stderr[-2000:]}")
+        mlflow.set_tracking_uri(uri)
+        run = mlflow.search_runs(experiment_names=["mnist-pruning"]).iloc[0]
+    after = plain.run(steps)
+    plain_rate = 2 * steps * 128 / (before + after)
+    run_rate = steps * 128 / float(run["metrics.train_seconds"])
+    return {
+        "command": "python -m mnist_pruning.train " + " ".join(args),
+        "steps": steps,
+        "torch_threads": int(run["tags.torch_threads"]),
+        "cores": cores(),
+        "train_seconds": float(run["metrics.train_seconds"]),
+        "wall_seconds": wall,
+        "images_per_s_run": run_rate,
+        "images_per_s_plain": plain_rate,
+        "run_vs_plain": run_rate / plain_rate,
     }

@@ -28,6 +28,9 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
         assert t[f"images_per_s_{key}"] > 0
     assert results["threads"] == torch.get_num_threads()  # the 1-thread loop gave the threads back
     assert t["parallel_speedup_bound"] == pytest.approx(results["threads"] / t["all_threads_vs_1_thread"])
+    single = results["single_run"]  # the entrypoint as a user starts it: every core, no override
+    assert "threads" not in single["command"] and single["torch_threads"] == single["cores"]
+    assert single["images_per_s_run"] > 0 and single["run_vs_plain"] > 0
     assert [r["k"] for r in results["kmeans"]] == [10, 50]
     assert all(0.9 < r["inertia_vs_sklearn"] < 1.1 for r in results["kmeans"])
     assert set(results["warm_selection"]["warm_select_seconds"]) == {"nearest", "furthest", "cluster_random"}

@@ -1,14 +1,66 @@
+"""Torch threads per run: a single run uses every core, a multirun shares them among its jobs."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from mnist_pruning import progress
+from mnist_pruning.config import CONF_DIR, register_configs
 from mnist_pruning.train import threads_per_job
 
+register_configs()
 
-def test_threads_share_the_cores_among_parallel_jobs(monkeypatch):
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    basic = OmegaConf.create({"launcher": {"_target_": "basic"}})
-    assert threads_per_job(None, basic) == 8
-    assert threads_per_job(3, basic) == 3
-    assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": 2}})) == 4
-    assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": -1}})) == 1
-    assert threads_per_job(None, OmegaConf.create({"launcher": {"n_jobs": 16}})) == 1
-    assert threads_per_job(None, OmegaConf.create({"launcher": {"cpus_per_task": 2}})) == 2
+
+@pytest.fixture
+def hydra_cfg(monkeypatch):
+    """The `hydra` node a run sees, composed as the entrypoint composes it, on a machine of 2
+    cores and 24 GiB (the parallel launcher's bound: 2 jobs)."""
+    monkeypatch.setattr(progress, "cores", lambda: 2)
+    monkeypatch.setattr(progress, "memory_gib", lambda: 24.0)
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def test_a_single_run_uses_every_core_although_the_parallel_launcher_is_composed(hydra_cfg):
+    run = hydra_cfg("selector=full")
+    assert run.launcher._target_.endswith("ParallelLauncher") and run.mode in (None, RunMode.RUN)
+    assert threads_per_job(None, run) == 2
+    assert threads_per_job(None, hydra_cfg("selector=full", "hydra.mode=RUN")) == 2
+    assert threads_per_job(1, run) == 1  # an explicit `threads=` wins
+
+
+def test_a_multirun_shares_the_cores_among_its_parallel_jobs(hydra_cfg):
+    sweep = hydra_cfg("selector=full", "hydra.mode=MULTIRUN")
+    assert threads_per_job(None, sweep) == 1  # 2 cores // 2 jobs
+    assert threads_per_job(2, sweep) == 2  # an explicit `threads=` wins
+    assert threads_per_job(None, hydra_cfg("hydra.mode=MULTIRUN", "hydra.launcher.n_jobs=1")) == 2
+    assert threads_per_job(None, hydra_cfg("hydra.mode=MULTIRUN", "hydra/launcher=basic")) == 2
+
+
+def test_submitit_cpus_per_task_wins_in_a_multirun(hydra_cfg, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setattr(progress, "cores", lambda: 8)
+    local = hydra_cfg("hydra.mode=MULTIRUN", "hydra/launcher=local")
+    assert local.launcher.cpus_per_task == 1 and threads_per_job(None, local) == 1
+    three = hydra_cfg("hydra.mode=MULTIRUN", "hydra/launcher=local", "hydra.launcher.cpus_per_task=3")
+    assert threads_per_job(None, three) == 3
+    assert threads_per_job(4, three) == 4
+    # the same launcher named in a single run (no launcher starts it) leaves every core to it
+    assert threads_per_job(None, hydra_cfg("hydra/launcher=local")) == 8
+
+
+def test_joblib_bounds_without_the_memory_rule(monkeypatch):
+    """joblib's own launcher: n_jobs -1 is one per core, N jobs share the cores, 0 is no bound."""
+    monkeypatch.setattr(progress, "cores", lambda: 8)
+    multirun = {"mode": RunMode.MULTIRUN}
+    assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": 2}})) == 4
+    assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": -1}})) == 1
+    assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": 16}})) == 1
+    assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": 0}})) == 8

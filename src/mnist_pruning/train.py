@@ -49,12 +49,16 @@ def get_cache(root: str, enabled: bool) -> Cache:
 
 
 def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
-    """`threads` if set; else the CPUs a submitit job was given, or the cores shared out over the
-    jobs joblib runs at once (n_jobs -1 meaning one per core; 0, the parallel launcher's default,
-    as many as cores and memory allow), so that jobs x threads <= cores."""
+    """`threads` if set. A single run (Hydra's RUN mode: no launcher starts it, so none runs
+    beside it) gets every core, although the parallel launcher's config is composed there too.
+    A multirun's job gets the CPUs submitit gave it, or the cores shared out over the jobs joblib
+    runs at once (n_jobs -1 meaning one per core; 0, the parallel launcher's default, as many as
+    cores and memory allow), so that jobs x threads <= cores."""
     cores = progress.cores()
     if threads:
         return threads
+    if OmegaConf.select(hydra_cfg, "mode", default=None) != RunMode.MULTIRUN:  # None: compose's RUN
+        return cores
     cpus = OmegaConf.select(hydra_cfg, "launcher.cpus_per_task", default=None)
     if cpus:
         return min(cpus, cores)
