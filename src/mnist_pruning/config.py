@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_pruning.data import N_TRAIN
+from mnist_pruning.dsa import DsaParams
 
 
 def _conf_dir() -> Path:
@@ -103,6 +104,14 @@ class SelectorConfig:
 
 
 @dataclass
+class FixedSelectorConfig(SelectorConfig):
+    """`selector=fixed`: a subset chosen elsewhere, exactly one of a file or a run."""
+
+    indices: str | None = None  # a .npy or text file of indices into the 60,000 training images
+    run: str | None = None  # an MLflow run (of mlflow.tracking_uri) whose selected_indices.npy it trains
+
+
+@dataclass
 class UncertaintySelectorConfig(SelectorConfig):
     """`selector=uncertainty`: which of DeepCore's uncertainty scores ranks the images."""
 
@@ -163,6 +172,28 @@ class SearchSelectorConfig(SelectorConfig):
 
 
 @dataclass
+class ModelConfig:
+    """The network a run trains (conf/model): lenet5, the study's, has no options."""
+
+    name: str = MISSING
+
+
+@dataclass
+class ConvNetConfig(ModelConfig):
+    """`model=convnet3`: the condensation benchmark's ConvNet (width 128, depth 3 there)."""
+
+    width: int = 128
+    depth: int = 3
+
+
+@dataclass
+class MlpConfig(ModelConfig):
+    """`model=mlp`: fully connected layers of these widths between the pixels and the classes."""
+
+    hidden: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
 class KMeansConfig:
     max_iter: int = 100
     tol: float = 1e-4
@@ -206,6 +237,16 @@ class TrainConfig:
     eval_every: int = 0
     eval_batch_size: int = 2000
     log_every: int = 500
+    # an epoch schedule and the condensation benchmark's protocol (conf/train/dc_protocol.yaml);
+    # at these defaults a run is what it was before they existed (tracking.LATER_KEYS)
+    epochs: int | None = None  # set: passes over the subset (steps then follow from it)
+    nesterov: bool = True
+    schedule: str = "warmup_cosine"  # or step: lr x lr_decay from each of lr_decay_epochs on
+    lr_decay_epochs: list[int] = field(default_factory=list)
+    lr_decay: float = 0.1
+    reset_momentum: bool = False  # at each decay (the benchmark's code makes a new optimizer)
+    augmentation: str = "maps"  # the regime's affine + elastic maps, or the benchmark's dsa
+    dsa: DsaParams = field(default_factory=DsaParams)
 
 
 def training_size(selector: str, k: int, validation_size: int) -> int:
@@ -223,6 +264,12 @@ def size_regime(selector: str, k: int, validation_size: int, bounds: Any) -> str
             f"give one a bound >= {size}"
         )
     return fitting[0][1]
+
+
+def epoch_steps(epochs: int, selector: str, k: int, validation_size: int, batch_size: int) -> int:
+    """The updates of an epoch schedule: epochs x ceil(size / batch_size) (the last batch of
+    each pass partial), so that train.steps says how many a run made."""
+    return int(epochs) * -(-training_size(selector, k, validation_size) // int(batch_size))
 
 
 def fit_seed(explicit: int | None, run_seed: int) -> int:
@@ -278,6 +325,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -312,6 +360,8 @@ def register_configs() -> None:
     """Make the schemas available to the defaults lists of `conf/`, and the regime resolver."""
     if not OmegaConf.has_resolver("size_regime"):
         OmegaConf.register_new_resolver("size_regime", size_regime)
+    if not OmegaConf.has_resolver("epoch_steps"):
+        OmegaConf.register_new_resolver("epoch_steps", epoch_steps)
     if not OmegaConf.has_resolver("per_cluster"):
         OmegaConf.register_new_resolver("per_cluster", per_cluster)
     cs = ConfigStore.instance()
@@ -321,6 +371,10 @@ def register_configs() -> None:
     cs.store(group="selector", name="base_uncertainty", node=UncertaintySelectorConfig)
     cs.store(group="selector", name="base_ccs", node=CcsSelectorConfig)
     cs.store(group="selector", name="base_probcover", node=ProbcoverSelectorConfig)
+    cs.store(group="selector", name="base_fixed", node=FixedSelectorConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="model", name="base_convnet", node=ConvNetConfig)
+    cs.store(group="model", name="base_mlp", node=MlpConfig)
     cs.store(group="embedding", name="base_embedding", node=EmbeddingConfig)
     cs.store(group="embedding", name="base_contrastive", node=ContrastiveEmbeddingConfig)
     cs.store(group="train", name="base_train", node=TrainConfig)

@@ -27,10 +27,13 @@ class ProxySettings:
 
 def proxy_recipe(recipe: Recipe, s: ProxySettings) -> Recipe:
     """The run's recipe (its regime's learning rate, weight decay, augmentation) on a short
-    schedule: `steps` at `batch_size`, a tenth of them warm-up at most, no logging."""
+    schedule: `steps` at `batch_size` (never an epoch schedule), a tenth of them warm-up at most,
+    cosine decay, no logging."""
     return replace(
         recipe,
         steps=s.steps,
+        epochs=None,
+        schedule="warmup_cosine",
         batch_size=s.batch_size,
         warmup_steps=min(recipe.warmup_steps, s.steps // 10),
         augment=recipe.augment and s.augment,

@@ -20,7 +20,9 @@ from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import fit_seed
 from mnist_pruning.data import Mnist
+from mnist_pruning.dsa import DsaParams
 from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
+from mnist_pruning.fixed import given_indices
 from mnist_pruning.neighbors import VERSION as KNN_VERSION
 from mnist_pruning.neighbors import knn_graph
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
@@ -96,8 +98,10 @@ def cached_knn(cache: Cache, x: np.ndarray, neighbors: int) -> tuple[np.ndarray,
 
 
 def recipe_of(cfg: DictConfig) -> Recipe:
-    t = cfg.train
-    return Recipe(**{f: t[f] for f in Recipe.__dataclass_fields__})
+    t = OmegaConf.to_container(cfg.train, resolve=True)
+    values = {f: t[f] for f in Recipe.__dataclass_fields__}
+    values.update(lr_decay_epochs=tuple(values["lr_decay_epochs"]), dsa=DsaParams(**values["dsa"]))
+    return Recipe(**values)
 
 
 def search_split(cfg: DictConfig, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +179,8 @@ def subset_of(
         # a selector's own settings (ccs, probcover, search): from its schema, none invented here
         **{f: sel[f] for f in ("prune_hard", "strata", "delta", "purity", "base") if f in sel},
     )
+    if sel.name == "fixed":  # a subset chosen elsewhere, as rows of the pool
+        options = replace(options, given=np.searchsorted(pool, given_indices(cfg)))
     if sel.name != "search":
         return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
 

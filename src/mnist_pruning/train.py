@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import hydra
@@ -26,6 +26,7 @@ from mnist_pruning import progress, tracking
 from mnist_pruning.cache import Cache
 from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.data import DataError, load_mnist, raw_dir, split_pool
+from mnist_pruning.model import build_model
 from mnist_pruning.progress import mark_job, parallel_jobs
 from mnist_pruning.subset import recipe_of, search_split, subset_of
 from mnist_pruning.training import normalize, resolve_device, train
@@ -72,7 +73,7 @@ def threads_per_job(threads: int | None, hydra_cfg: DictConfig) -> int:
 
 
 def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
-    """One experiment: select k training images, train LeNet-5 on them, log everything."""
+    """One experiment: select k training images, train the model (LeNet-5) on them, log everything."""
     import mlflow
 
     with tracking.mlflow_run(cfg, experiment_id, tags, check=validate):
@@ -120,6 +121,7 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
             device,
             on_eval=lambda step, m: mlflow.log_metrics({f"curve_{k}": v for k, v in m.items()}, step=step),
             should_stop=STOP.is_set,
+            model=partial(build_model, **OmegaConf.to_container(cfg.model, resolve=True)),
         )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         # the process's peak so far (a joblib worker's over its jobs): README's memory rule

@@ -1,4 +1,11 @@
-"""The training loop: a fixed number of steps over a subset held as one tensor in memory."""
+"""The training loop: a fixed schedule over a subset held as one tensor in memory.
+
+A schedule is `steps` full batches (the study's regimes: a subset smaller than a batch is
+cycled, so every size gets the same number of updates), or `epochs` passes over the subset in
+batches of at most `batch_size`, the last one of each pass partial (the condensation
+benchmark's protocol, `train=dc_protocol`): there a subset of k images gets
+epochs x ceil(k / batch_size) updates.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
@@ -15,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnist_pruning.dsa import DsaParams, dsa_augment
 from mnist_pruning.model import LeNet5
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,18 @@ class Recipe:
     eval_every: int
     eval_batch_size: int
     log_every: int
+    epochs: int | None = None  # set: passes over the subset instead of `steps` full batches
+    nesterov: bool = True
+    schedule: str = "warmup_cosine"  # or "step": lr x lr_decay from each of lr_decay_epochs on
+    lr_decay_epochs: tuple[int, ...] = ()  # 0-based epochs (an epoch schedule only)
+    lr_decay: float = 0.1
+    reset_momentum: bool = False  # at each decay, as a new optimizer would (the DC code builds one)
+    augmentation: str = "maps"  # this project's affine + elastic maps, or the benchmark's "dsa"
+    dsa: DsaParams = field(default_factory=DsaParams)
+
+
+SCHEDULES = ("warmup_cosine", "step")
+AUGMENTATIONS = ("maps", "dsa")
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,15 @@ def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> 
     return order[:total].view(steps, batch_size)
 
 
+def epoch_batches(n: int, batch_size: int, epochs: int, gen: torch.Generator) -> tuple[list[Tensor], Tensor]:
+    """An epoch schedule's batches: each epoch a new shuffle of the subset cut in batches of at
+    most `batch_size` (the last one partial, as a DataLoader without drop_last), and the epoch
+    of each batch."""
+    per_epoch = -(-n // batch_size)
+    batches = [b for _ in range(epochs) for b in torch.randperm(n, generator=gen).split(batch_size)]
+    return batches, torch.arange(epochs).repeat_interleave(per_epoch)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
     model.eval()
@@ -168,8 +197,10 @@ def train(
     on_eval: EvalHook | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    model: Callable[[], nn.Module] = LeNet5,
 ) -> TrainResult:
-    """Train LeNet-5 on normalised images `x` and evaluate on `evals` at the end.
+    """Train a fresh `model()` (LeNet-5 by default) on normalised images `x` and evaluate on
+    `evals` at the end.
 
     `evals` maps a name ("test", "val") to normalised images and labels; with
     `recipe.eval_every` they are also evaluated along the way and passed to `on_eval`, for the
@@ -180,37 +211,51 @@ def train(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     # channels_last: oneDNN's convolutions skip a layout conversion per layer (benchmarks/bench.py)
-    model = LeNet5().to(device, memory_format=torch.channels_last)
+    net = model().to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(
-        model.parameters(),
+        net.parameters(),
         lr=recipe.lr,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
-        nesterov=recipe.momentum > 0,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
         fused=True,  # one kernel for the whole update: a few percent of a LeNet-5 step on CPU
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(recipe.steps, recipe.warmup_steps))
     x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
     evals = {
         k: (ex.to(device, memory_format=torch.channels_last), ey.to(device)) for k, (ex, ey) in evals.items()
     }
-    batches = batch_indices(len(x), recipe.batch_size, recipe.steps, gen).to(device)
+    if recipe.epochs is None:
+        batches: Tensor | list[Tensor] = batch_indices(len(x), recipe.batch_size, recipe.steps, gen).to(
+            device
+        )
+        epoch_of = None
+    else:
+        batches, epoch_of = epoch_batches(len(x), recipe.batch_size, recipe.epochs, gen)
+    steps = len(batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(recipe, steps, epoch_of))
+    decays = _decay_steps(recipe, epoch_of)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
     def evaluate() -> dict[str, float]:
-        return {f"{k}_acc": accuracy(model, ex, ey, recipe.eval_batch_size) for k, (ex, ey) in evals.items()}
+        return {f"{k}_acc": accuracy(net, ex, ey, recipe.eval_batch_size) for k, (ex, ey) in evals.items()}
 
-    bar = _progress(recipe.steps) if progress else None
+    bar = _progress(steps) if progress else None
     start = time.perf_counter()
-    model.train()
-    for step in range(1, recipe.steps + 1):
+    net.train()
+    for step in range(1, steps + 1):
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt(f"stopped before step {step}")
-        idx = batches[step - 1]
+        if step - 1 in decays:  # a new optimizer at the decay, as the benchmark's code makes one
+            opt.state.clear()
+        idx = batches[step - 1].to(device)
         xb = x[idx]
         if recipe.augment:
-            xb = augment(xb, recipe, aug_gen)
-        loss = F.cross_entropy(model(xb), y[idx], label_smoothing=recipe.label_smoothing)
+            xb = (
+                dsa_augment(xb, recipe.dsa, aug_gen)
+                if recipe.augmentation == "dsa"
+                else augment(xb, recipe, aug_gen)
+            )
+        loss = F.cross_entropy(net(xb), y[idx], label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -218,16 +263,41 @@ def train(
         if bar is not None:
             bar.update()
         elif recipe.log_every and step % recipe.log_every == 0:
-            log.info("step %d/%d loss %.4f", step, recipe.steps, loss.item())
-        if recipe.eval_every and step % recipe.eval_every == 0 and step < recipe.steps and on_eval:
+            log.info("step %d/%d loss %.4f", step, steps, loss.item())
+        if recipe.eval_every and step % recipe.eval_every == 0 and step < steps and on_eval:
             on_eval(step, evaluate())
     if bar is not None:
         bar.close()
     train_seconds = time.perf_counter() - start
     metrics = evaluate()
     if recipe.eval_every and on_eval:
-        on_eval(recipe.steps, metrics)
-    return TrainResult(model=model, metrics=metrics, train_seconds=train_seconds)
+        on_eval(steps, metrics)
+    return TrainResult(model=net, metrics=metrics, train_seconds=train_seconds)
+
+
+def lr_factor(recipe: Recipe, steps: int, epoch_of: Tensor | None) -> Callable[[int], float]:
+    """The learning rate of each step as a factor of `recipe.lr`: warm-up then cosine over the
+    steps, or a step decay by `lr_decay` from each of `lr_decay_epochs` on."""
+    if recipe.schedule == "warmup_cosine":
+        return _warmup_cosine(steps, recipe.warmup_steps)
+    if epoch_of is None:
+        raise ValueError("train.schedule=step needs an epoch schedule (train.epochs)")
+    epochs = epoch_of.tolist()
+    bounds = sorted(recipe.lr_decay_epochs)
+
+    def factor(step: int) -> float:
+        epoch = epochs[min(step, len(epochs) - 1)]
+        return recipe.lr_decay ** sum(epoch >= b for b in bounds)
+
+    return factor
+
+
+def _decay_steps(recipe: Recipe, epoch_of: Tensor | None) -> set[int]:
+    """The 0-based steps that open a decay epoch, where `reset_momentum` clears the optimizer."""
+    if not recipe.reset_momentum or recipe.schedule != "step" or epoch_of is None:
+        return set()
+    first = {int(e): i for i, e in reversed(list(enumerate(epoch_of.tolist())))}
+    return {first[b] for b in recipe.lr_decay_epochs if b in first}
 
 
 def _warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:

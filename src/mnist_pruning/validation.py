@@ -180,6 +180,8 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "a number in [0, 1)")
     _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "0 (off) or an integer >= 1")
     _check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+    _validate_schedule(t)
+    _validate_model(cfg.model)
     _check(cfg.kmeans.max_iter >= 1, "kmeans.max_iter", cfg.kmeans.max_iter, "an integer >= 1")
     _check(cfg.device in DEVICES, "device", cfg.device, f"one of {', '.join(DEVICES)}")
     _check(
@@ -191,6 +193,48 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     for key, value in (("embedding.seed", cfg.embedding.seed), ("selector.score.seed", sel.score.seed)):
         _check(value is None or value >= 0, key, value, "null (the run's seed) or an integer >= 0")
+    if cfg.selector.name == "fixed":  # reads the file or the run's artifact: small, and before any data
+        from mnist_pruning.fixed import given_indices
+
+        given_indices(cfg)
+
+
+def _validate_schedule(t: DictConfig) -> None:
+    """An epoch schedule, the step decay and the benchmark's augmentation (conf/train/dc_protocol)."""
+    from mnist_pruning.dsa import FAMILIES
+    from mnist_pruning.training import AUGMENTATIONS, SCHEDULES
+
+    _check(t.epochs is None or t.epochs >= 1, "train.epochs", t.epochs, "null (steps) or an integer >= 1")
+    _check(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
+    if t.schedule == "step":
+        _check(
+            t.epochs is not None, "train.schedule", t.schedule, "warmup_cosine, or step with train.epochs set"
+        )
+        ok = all(1 <= e < t.epochs for e in t.lr_decay_epochs)
+        _check(ok, "train.lr_decay_epochs", list(t.lr_decay_epochs), f"epochs from 1 to {t.epochs - 1}")
+        _check(0 < t.lr_decay <= 1, "train.lr_decay", t.lr_decay, "a number in (0, 1]")
+    _check(
+        t.augmentation in AUGMENTATIONS,
+        "train.augmentation",
+        t.augmentation,
+        f"one of {', '.join(AUGMENTATIONS)}",
+    )
+    if t.augmentation == "dsa":
+        parts = str(t.dsa.strategy).split("_")
+        ok = all(p in FAMILIES for p in parts)
+        _check(ok, "train.dsa.strategy", t.dsa.strategy, f"families joined by '_', of {', '.join(FAMILIES)}")
+
+
+def _validate_model(m: DictConfig) -> None:
+    from mnist_pruning.model import MODELS
+
+    _check(m.name in MODELS, "model", m.name, f"one of {', '.join(MODELS)}")
+    if m.name == "convnet3":
+        _check(m.width >= 1, "model.width", m.width, "an integer >= 1")
+        _check(1 <= m.depth <= 5, "model.depth", m.depth, "an integer from 1 to 5 (32 px halved per block)")
+    if m.name == "mlp":
+        ok = len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden)
+        _check(ok, "model.hidden", list(m.hidden), "a list of one or more widths >= 1")
 
 
 def _validate_search(sel: DictConfig, k: int, pool: int) -> int:

@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from mnist_pruning.report.runs import ReportError
-from mnist_pruning.report.summary import SETTING
+from mnist_pruning.report.summary import DEFAULT_MODEL, SETTING
 
 # what runs.csv holds besides the metric (per_run's columns); reports written before the
-# `subset` tag have no such column, and their runs count with their subsets unknown
+# `subset` tag have no such column, and their runs count with their subsets unknown; before the
+# `model` column every run trained LeNet-5
 COLUMNS = (*SETTING, "seed", "select_seconds", "train_seconds", "run_id", "config_hash", "subset")
-OPTIONAL = ("subset",)
+OPTIONAL = ("subset", "model")
 
 
 def check_archive(paths: list[str], metric: str) -> None:
@@ -52,6 +53,7 @@ def read_archive(paths: list[str], metric: str) -> pd.DataFrame:
     for col in (metric, "select_seconds", "train_seconds"):
         rows[col] = pd.to_numeric(rows[col])
     rows["subset"] = rows["subset"].replace("", None)
+    rows["model"] = rows["model"].replace("", DEFAULT_MODEL)
     return rows
 
 

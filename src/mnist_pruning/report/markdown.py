@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pruning.report.runs import ReportError, Runs, setting_text
-from mnist_pruning.report.summary import near_full, usual_values
+from mnist_pruning.report.summary import DEFAULT_MODEL, near_full, usual_values
 
 
 def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, min_seeds: int) -> str:
@@ -62,19 +62,24 @@ def markdown(
 ) -> str:
     """The table, the answers and the notes; `archived`: per runs.csv file, the runs taken from it."""
     usual = usual_values(setting_text(runs.finished))
+    # the network's column only where another than LeNet-5 was trained: earlier reports read alike
+    models = summary["model"] if "model" in summary else pd.Series(DEFAULT_MODEL, index=summary.index)
+    show_model = bool((models != DEFAULT_MODEL).any())
     lines = [
-        f"| selector | embedding | clusters | balanced | k | regime | seeds | subsets | median {metric} "
-        "| IQR | min | max | select s | train s |",
-        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| selector | embedding | clusters | balanced | k | regime | {'model | ' if show_model else ''}"
+        f"seeds | subsets | median {metric} | IQR | min | max | select s | train s |",
+        "| --- | --- | --- | --- | ---: | --- |"
+        + (" --- |" if show_model else "")
+        + " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for _, r in summary.iterrows():
+    for (_, r), model in zip(summary.iterrows(), models, strict=True):
         seeds = f"{r['seeds']}*" if r["few_seeds"] else str(r["seeds"])
         sel = f"{r['selector']} ({r['other']})" if r["other"] else r["selector"]
         subsets = "-" if pd.isna(r["subsets"]) else str(int(r["subsets"]))
         lines.append(
             f"| {sel} | {r['embedding']} | {r['clusters']} | {'yes' if r['balance'] else 'no'} | {r['k']} "
-            f"| {r['regime']} | {seeds} | {subsets} | {r['median_acc']:.4f} | {r['iqr_acc']:.4f} "
-            f"| {r['min_acc']:.4f} "
+            f"| {r['regime']} | {f'{model} | ' if show_model else ''}{seeds} | {subsets} "
+            f"| {r['median_acc']:.4f} | {r['iqr_acc']:.4f} | {r['min_acc']:.4f} "
             f"| {r['max_acc']:.4f} | {r['median_select_seconds']:.2f} | {r['median_train_seconds']:.1f} |"
         )
     lines += ["", f"Smallest k whose median {metric} reaches {target:g}:", ""]

@@ -13,7 +13,8 @@ from mnist_pruning.selectors import SCORED_SELECTORS
 from mnist_pruning.tracking import SUBSET_TAG
 
 # settings shown in their own columns; every other setting that varies goes to `other`
-MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime")
+MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime", "model")
+DEFAULT_MODEL = "lenet5"  # runs logged before there was a choice of network trained LeNet-5
 SETTING = (*MAIN, "other", "curve")  # a setting, as a row of the report's table names it
 MAIN_PARAMS = {
     f"params.{p}"
@@ -32,6 +33,7 @@ MAIN_PARAMS = {
         "selector.difficulty",
         "k",
         "train.regime",
+        "model.name",
     )
 }
 
@@ -64,6 +66,7 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     train_size = df.get("metrics.train_size", pd.Series(np.nan, index=df.index))
     out["k"] = np.where(full, train_size.fillna(0), pd.to_numeric(k, errors="coerce")).astype(int)
     out["regime"] = p("train.regime").replace("None", "-")
+    out["model"] = p("model.name").replace("None", DEFAULT_MODEL)
     return out
 
 
@@ -186,6 +189,8 @@ def curve_name(row: pd.Series) -> str:
         parts.append(f"c{c}" if c.isdigit() else f"c={c}")  # c50, or c=k/2 (two per cluster)
     if row["balance"]:
         parts.append("balanced")
+    if row.get("model", DEFAULT_MODEL) != DEFAULT_MODEL:
+        parts.append(row["model"])
     if row["other"]:
         parts.append(row["other"])
     return " ".join(parts)

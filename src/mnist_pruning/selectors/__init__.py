@@ -6,7 +6,7 @@ and the kNN graph as functions (so the caller decides whether fits are cached), 
 scores computed by model trainings outside this package (`mnist_pruning.scores`).
 
 One module per family, each registering its rules here:
-- `baselines`: full, random
+- `baselines`: full, random, fixed (a subset chosen elsewhere, given in `Options.given`)
 - `clusters`: nearest, furthest, cluster_random, hybrid, typical (k-means in the embedding)
 - `coverage`: kcenter, herding, facility_location (cover or summarise the embedding)
 - `clusters` also: moderate (the band around the median distance to the class centre)
@@ -44,6 +44,7 @@ class Options:
     purity: float = 0.95  # probcover: the purity its delta keeps
     base: str = "herding"  # search: the rule whose subsets it starts from
     search: SearchOptions | None = None  # search: its settings and the proxy that scores a subset
+    given: np.ndarray | None = None  # fixed: the rows of a subset chosen elsewhere
 
 
 Proxy = Callable[[np.ndarray], float]  # rows of the embedding (a candidate subset) -> its score

@@ -20,7 +20,7 @@ import numpy as np
 from mnist_pruning.selectors import SELECTORS, Options, register, select
 
 CANDIDATES = ("neighbors", "ranked")
-NOT_A_BASE = ("full", "search")
+NOT_A_BASE = ("full", "search", "fixed")
 
 
 def class_halves(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

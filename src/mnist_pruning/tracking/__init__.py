@@ -13,6 +13,7 @@ from mnist_pruning.tracking.identity import (
     flatten,
     git_commit,
     run_name,
+    run_params,
 )
 from mnist_pruning.tracking.runs import (
     SUBSET_TAG,
@@ -55,6 +56,7 @@ __all__ = [
     "ensure_experiment",
     "finished_run",
     "flatten",
+    "run_params",
     "git_commit",
     "log_search",
     "log_selection",

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_pruning.config import TrainConfig
 from mnist_pruning.embed import SEEDED
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
@@ -54,9 +55,59 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LATER_TRAIN = (
+    "epochs",
+    "nesterov",
+    "schedule",
+    "lr_decay_epochs",
+    "lr_decay",
+    "reset_momentum",
+    "augmentation",
+    "dsa",
+)
+
+
+def _flat_defaults() -> dict[str, Any]:
+    """TrainConfig's defaults of the later keys, flattened (dsa.strategy, ...)."""
+    node = OmegaConf.to_container(OmegaConf.structured(TrainConfig), resolve=False)
+    return flatten({k: node[k] for k in LATER_TRAIN})
+
+
+# keys added after runs were recorded, at the value every earlier run had without them: left out
+# of the hash there, so an earlier run keeps its hash (resume finds it); the train.* ones are left
+# out of the params there too, so a report over old and new runs reads them alike (the model is
+# logged always: the report's `model` column fills it in for older runs)
+LATER_KEYS: dict[str, Any] = {
+    "model.name": "lenet5",
+    **{
+        f"train.{key}": value
+        for key, value in _flat_defaults().items()
+        if key in LATER_TRAIN or key.split(".")[0] in LATER_TRAIN
+    },
+}
+
+
+def _at_later_default(key: str, value: Any) -> bool:
+    return key in LATER_KEYS and value == LATER_KEYS[key]
+
+
+def run_params(cfg: DictConfig) -> dict[str, Any]:
+    """The params a run logs: the flattened config; in a run of the steps recipe (every later
+    train.* key at its default) without those keys, as runs were logged before them."""
+    flat = flatten(cfg)
+    later = {k: v for k, v in flat.items() if k.startswith("train.") and k in LATER_KEYS}
+    if all(_at_later_default(k, v) for k, v in later.items()):
+        return {k: v for k, v in flat.items() if k not in later}
+    return flat
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identifies a setting + seed: equal for two runs that must give the same result."""
-    flat = {k: v for k, v in flatten(cfg).items() if not _under(k, NON_SEMANTIC_KEYS)}
+    flat = {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not _under(k, NON_SEMANTIC_KEYS) and not _at_later_default(k, v)
+    }
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -87,6 +138,9 @@ def run_name(cfg: DictConfig) -> str:
         parts.append(f"{short}e{emb.seed}" if fixed else short)
     if rule in SCORED_SELECTORS and sel.score.seed is not None:
         parts.append(f"ss{sel.score.seed}")
+    model = OmegaConf.select(cfg, "model.name", default="lenet5")
+    if model != "lenet5":  # the study's network goes unnamed, as it did before there was a choice
+        parts.append(model)
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pruning.tracking.identity import HOST, clusters_rule, config_hash, flatten, git_commit, run_name
+from mnist_pruning.tracking.identity import HOST, clusters_rule, config_hash, git_commit, run_name, run_params
 
 SUBSET_TAG = "subset"  # the digest of the sorted kept indices
 
@@ -86,7 +86,7 @@ def mlflow_run(
     try:
         if check is not None:
             check(cfg)
-        params = flatten(cfg)
+        params = run_params(cfg)
         params.update(selector=cfg.selector.name, embedding=cfg.embedding.name)
         mlflow.log_params({k: "None" if v is None else v for k, v in params.items()})
         mlflow.set_tags({"config_hash": config_hash(cfg), "clusters": clusters_rule(cfg)})
