@@ -20,7 +20,9 @@ module beside this script:
 - newer (selection_bench.py): the same for probcover, ccs, moderate, grand and uncertainty at
   k = 10,000, and the contrastive embedding's fit;
 - proxy (proxy_bench.py): the search's proxy, seconds per evaluation and fidelity (Spearman
-  rank correlation with the full recipe's held-out accuracy over 24 subsets of k = 20).
+  rank correlation with the full recipe's held-out accuracy over 24 subsets of k = 20), and the
+  same for the cheap screens of `mnist_pruning.screens` (RBF and NTK kernel ridge regression,
+  1-nearest-neighbour).
 """
 
 from __future__ import annotations

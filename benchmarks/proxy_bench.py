@@ -14,13 +14,15 @@ import torch
 from common import MEAN, STD, config
 
 from mnist_pruning.data import load_mnist
-from mnist_pruning.embed import pca
+from mnist_pruning.embed import pca, pca_components
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
 from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import normalize, train
 
 PROXY_SETTINGS = [(300, 1), (600, 1), (600, 2), (1000, 2)]  # (steps, seeds) compared for fidelity
+SCREEN_RIDGE = 1e-3  # relative to the kernel's mean diagonal (mnist_pruning.screens)
+NTK_INITS = [0, 1, 2]
 
 
 def proxy_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
@@ -93,6 +95,9 @@ def bench_proxy(root: str, tiny: bool) -> dict:
         seconds = (time.perf_counter() - start) / len(candidates)
         rho = float(spearmanr(scores, accs).statistic)
         rows_out.append({"steps": steps, "seeds": seeds, "seconds_per_evaluation": seconds, "spearman": rho})
+    screens = bench_screens(
+        data, pool, holdout[:half], x, candidates, accs, NTK_INITS[:1] if tiny else NTK_INITS
+    )
     return {
         "k": k,
         "subsets": n,
@@ -100,7 +105,57 @@ def bench_proxy(root: str, tiny: bool) -> dict:
         "full_recipe_seconds_median": float(np.median(full_seconds)),
         "full_recipe_acc_range": [float(min(accs)), float(max(accs))],
         "settings": rows_out,
+        "screens": screens,
     }
+
+
+def bench_screens(data, pool, scored, x_pool, candidates, truths, inits: list[int]) -> list[dict]:
+    """The cheap screens (mnist_pruning.screens) on the same candidates and the same scored
+    half of the holdout as the proxies: seconds per evaluation (the NTK's one-off kernels apart)
+    and Spearman against the full recipe. The PCA-50 embedding here is the pool's, and the
+    holdout is projected on the pool's components."""
+    from scipy.stats import spearmanr
+
+    from mnist_pruning.model import LeNet5
+    from mnist_pruning.screens import nn_screen, ntk_screen, rbf_screen
+
+    labels = data.train_labels.numpy()
+    flat = data.train_flat()
+    mean, components = pca_components(flat[pool], x_pool.shape[1])
+    x_hold = ((flat[scored] - mean) @ components).astype(np.float32)
+    cand = np.unique(np.concatenate(candidates))
+    images = normalize(data.train_images, MEAN, STD)
+    start = time.perf_counter()
+    ntk = ntk_screen(
+        LeNet5,
+        images[pool[cand]],
+        cand,
+        labels[pool],
+        images[scored],
+        labels[scored],
+        NTK_INITS,
+        SCREEN_RIDGE,
+    )
+    setup = time.perf_counter() - start
+    out = []
+    for name, screen, setup_seconds in [
+        ("rbf-krr on pca50", rbf_screen(x_pool, labels[pool], x_hold, labels[scored], SCREEN_RIDGE), 0.0),
+        ("1-nn on pca50", nn_screen(x_pool, labels[pool], x_hold, labels[scored]), 0.0),
+        (f"ntk-krr, lenet5 at init x {len(inits)}", ntk, setup),
+    ]:
+        start = time.perf_counter()
+        scores = [screen(rows) for rows in candidates]
+        seconds = (time.perf_counter() - start) / len(candidates)
+        rho = float(spearmanr(scores, truths).statistic)
+        out.append(
+            {
+                "screen": name,
+                "seconds_per_evaluation": seconds,
+                "setup_seconds": setup_seconds,
+                "spearman": rho,
+            }
+        )
+    return out
 
 
 def proxy_table(p: dict) -> list[str]:
@@ -110,5 +165,11 @@ def proxy_table(p: dict) -> list[str]:
             f"| search proxy, {r['steps']} steps x {r['seeds']} seeds, k={p['k']}: seconds per evaluation, "
             f"Spearman vs the full recipe over {p['subsets']} subsets | {r['seconds_per_evaluation']:.1f} s, "
             f"{r['spearman']:.2f} |"
+        )
+    for r in p.get("screens", []):  # results written before the screens have none
+        lines.append(
+            f"| screen, {r['screen']}, k={p['k']}: seconds per evaluation (setup), Spearman vs the full "
+            f"recipe over {p['subsets']} subsets | {r['seconds_per_evaluation'] * 1000:.1f} ms "
+            f"({r['setup_seconds']:.0f} s), {r['spearman']:.2f} |"
         )
     return lines

@@ -51,6 +51,9 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
     proxy = results["proxy"]
     assert proxy["subsets"] == 4 and [r["seeds"] for r in proxy["settings"]] == [1, 2]
     assert all(r["seconds_per_evaluation"] > 0 for r in proxy["settings"])
+    screens = [r["screen"] for r in proxy["screens"]]
+    assert screens == ["rbf-krr on pca50", "1-nn on pca50", "ntk-krr, lenet5 at init x 1"]
+    assert all(r["seconds_per_evaluation"] > 0 for r in proxy["screens"])
 
 
 def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):

@@ -524,3 +524,80 @@ def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):
         add_run(client, exp_id, "herding", 30, seed, 0.95, extra={**ae, "embedding.seed": "0"})
     s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
     assert s["curve"].tolist() == ["herding autoencoder64 embedding.seed=0"]
+
+
+def test_each_distinct_subset_is_written_as_the_text_selector_fixed_reads(tmp_path):
+    from mnist_pruning.cache import array_digest
+    from mnist_pruning.fixed import _from_file
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
+    rng = np.random.default_rng(1)
+    a, b = rng.choice(60000, 10, replace=False), rng.choice(60000, 20, replace=False)
+
+    def digest(idx):
+        return array_digest(np.sort(idx).astype(np.int64))[:16]
+
+    # one subset trained twice (two networks), another once, and a run without a subset tag
+    for seed, idx in [(0, a), (1, a), (2, b)]:
+        add_run(client, exp_id, "random", len(idx), seed, 0.5, indices=idx, subset=digest(idx))
+    add_run(client, exp_id, "random", 30, 0, 0.5, indices=rng.choice(60000, 30, replace=False))
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = report.latest_finished(report.fetch_runs(uri, EXP)).finished
+    assert report.write_subsets(runs, tmp_path / "subsets") == 2
+    files = sorted((tmp_path / "subsets").iterdir())
+    assert [f.name for f in files] == sorted(f"{digest(i)}.txt" for i in (a, b))
+    for idx in (a, b):
+        assert np.array_equal(_from_file(str(tmp_path / "subsets" / f"{digest(idx)}.txt")), np.sort(idx))
+
+    add_run(client, exp_id, "random", 10, 3, 0.5, indices=b[:10], subset=digest(a))  # a wrong tag
+    runs = report.latest_finished(report.fetch_runs(uri, EXP)).finished
+    with pytest.raises(report.ReportError, match="is not the subset"):
+        report.write_subsets(runs, tmp_path / "again")
+
+
+def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
+    trained = [("lenet5", "tiny", 0.80), ("mlp", "dc_protocol", 0.60), ("convnet3", "dc_protocol", 0.70)]
+    for model, regime, acc in trained:
+        for seed in range(5):
+            extra = {"model.name": model} if model != "lenet5" else {}
+            add_run(
+                client,
+                exp_id,
+                "random",
+                10,
+                seed,
+                acc + seed / 100,
+                regime=regime,
+                subset=f"s{seed}",
+                extra=extra,
+            )
+    # ConvNet-3 at k = 20 on three seeds only, on subsets of its own
+    for seed in range(3):
+        add_run(
+            client,
+            exp_id,
+            "random",
+            20,
+            seed,
+            0.9,
+            regime="dc_protocol",
+            subset=f"t{seed}",
+            extra={"model.name": "convnet3"},
+        )
+    rows = report.per_run(report.latest_finished(report.fetch_runs(uri, EXP)).finished, "test_acc")
+    table = report.network_table(rows, "test_acc", 5)
+    assert (
+        "| curve | k | lenet5, regimes | mlp, dc_protocol | convnet3, dc_protocol | seeds | subsets |"
+        in table
+    )
+    assert "| random | 10 | 0.8200 | 0.6200 | 0.7200 | 5 | 5 |" in table  # one subset per seed, all three
+    assert "| random | 20 | - | - | 0.9000* | 3 | 3 |" in table
+    # one network and recipe only: no such table
+    assert report.network_table(rows[rows["model"] == "mlp"], "test_acc", 5) == ""

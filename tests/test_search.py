@@ -141,21 +141,86 @@ def test_a_bad_search_setting_is_one_line():
         validate(search_cfg("selector.search.candidates=far"))
 
 
+TINY_SEARCH = [
+    "selector=search",
+    "k=20",
+    "selector.search.evaluations=3",
+    "selector.search.draws=2",
+    "selector.search.proxy.steps=10",
+    "selector.search.proxy.eval_size=500",
+    "train.steps=10",
+    "train.warmup_steps=2",
+]
+
+
 def test_a_tiny_search_runs_from_the_command_line(tmp_path, run_env):
-    args = [
-        "selector=search",
-        "k=20",
-        "selector.search.evaluations=3",
-        "selector.search.draws=2",
-        "selector.search.proxy.steps=10",
-        "selector.search.proxy.eval_size=500",
-        "train.steps=10",
-        "train.warmup_steps=2",
-    ]
-    res = run_train(args, tmp_path, run_env)
+    res = run_train(TINY_SEARCH, tmp_path, run_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     (run,) = search_runs(tmp_path).to_dict("records")
     assert run["status"] == "FINISHED" and run["tags.mlflow.runName"] == "search-herding-k20-bal-pca50-s0"
     assert run["metrics.search_evaluations"] == 3 and run["metrics.train_size"] == 20
     assert run["metrics.search_final_score"] >= run["metrics.search_base_score"]
     assert run["params.selector.search.holdout"] == "10000"
+
+
+def test_a_screened_search_judges_the_draws_and_swaps_its_screen_ranks_best():
+    """Multi-fidelity: of 12 draws the proxy judges the base's own and the screen's best 3; each
+    swap it judges is the screen's best of 5; the proxy still spends exactly its evaluations."""
+    x, labels = toy()
+    screened: list[tuple[tuple[int, ...], float]] = []
+
+    def screen(subset):
+        score = (hash((-1, *subset.tolist())) % 10_007) / 10_007  # not the proxy's hash
+        screened.append((tuple(subset.tolist()), score))
+        return score
+
+    judged: list[tuple[int, ...]] = []
+
+    def proxy(subset):
+        judged.append(tuple(subset.tolist()))
+        return noisy(subset)
+
+    s = dict(draws=4, evaluations=10, width=3, screen=screen, screen_draws=12, screen_swaps=5)
+    picked, trace = searched(x, labels, 20, proxy, **s)
+    assert len(picked) == 20 and len(np.unique(picked)) == 20
+    assert np.bincount(labels[picked], minlength=10).tolist() == [2] * 10
+    assert len(judged) == 10 and [n for n, _, _ in trace] == list(range(1, 11))
+    draws = screened[:11]  # the 11 draws after the base's own
+    best3 = [d for d, _ in sorted(draws, key=lambda d: -d[1])[:3]]
+    assert judged[1:4] == best3 and judged[0] not in [d for d, _ in draws]
+    swaps = screened[11:]
+    assert len(swaps) == 5 * 6  # five screened for each of the six swaps judged
+    for i in range(6):
+        group = swaps[5 * i : 5 * i + 5]
+        assert judged[4 + i] == max(group, key=lambda d: d[1])[0]
+    best = -np.inf
+    for _, score, kept in trace:  # a swap that lowers the proxy is never kept
+        assert kept == (score > best)
+        best = max(best, score) if kept else best
+    again, trace_again = searched(x, labels, 20, noisy, **{**s, "screen": lambda r: noisy(r[::-1])})
+    repeat, trace_repeat = searched(x, labels, 20, noisy, **{**s, "screen": lambda r: noisy(r[::-1])})
+    np.testing.assert_array_equal(again, repeat)
+    assert trace_again == trace_repeat
+
+
+def test_a_bad_screen_setting_is_one_line():
+    with pytest.raises(
+        ConfigError, match=r"selector.search.screen.name='ntk' is not allowed: one of none, rbf, nn"
+    ):
+        validate(search_cfg("selector.search.screen.name=ntk"))
+    with pytest.raises(ConfigError, match=r"selector.search.screen.swaps=0 is not allowed"):
+        validate(search_cfg("selector.search.screen.swaps=0"))
+
+
+def test_a_tiny_screened_search_runs_from_the_command_line(tmp_path, run_env):
+    screen = [
+        "selector.search.screen.name=rbf",
+        "selector.search.screen.draws=6",
+        "selector.search.screen.swaps=4",
+    ]
+    res = run_train([*TINY_SEARCH, *screen], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    (run,) = search_runs(tmp_path).to_dict("records")
+    assert run["status"] == "FINISHED" and run["metrics.search_evaluations"] == 3
+    assert run["metrics.screen_evaluations"] == 5 + 4  # 5 draws screened, then 4 for the one swap judged
+    assert run["metrics.screen_seconds"] > 0 and run["params.selector.search.screen.name"] == "rbf"

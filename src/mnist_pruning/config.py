@@ -149,6 +149,20 @@ class ProxyConfig:
 
 
 @dataclass
+class ScreenConfig:
+    """A cheap screen (mnist_pruning.screens) that ranks candidates before the proxy judges them:
+    a search of many candidates at the proxy's cost of a few. At the defaults, no screen."""
+
+    name: str = (
+        "none"  # none, rbf (kernel ridge regression) or nn (1-nearest-neighbour), on PCA of the pixels
+    )
+    draws: int = 0  # base subsets screened; the base's own and the best draws - 1 go to the proxy
+    swaps: int = 1  # random swaps screened for each swap the proxy judges (1: none screened)
+    ridge: float = 1.0e-3  # rbf: relative to the kernel's mean diagonal
+    pca_dims: int = 50  # the PCA (fit on the pool) the screen sees the pool and the holdout in
+
+
+@dataclass
 class SearchConfig:
     """`search`: start from the base selector's best draw, then swap one image at a time for
     another of its class, keeping a swap when the proxy's score rises."""
@@ -160,6 +174,7 @@ class SearchConfig:
     candidates: str = "neighbors"  # a swap brings in a neighbour of the image replaced, or "ranked"
     width: int = 20  # neighbours of an image, or extra images per class ranked by the base
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
 
 
 @dataclass
@@ -354,6 +369,7 @@ class ReportConfig:
     results_file: str | None = None  # a markdown file whose report:<out_dir name> block gets the tables
     sweep: str | None = None  # only the runs of this sweep (its directory or parent run id)
     archive: list[str] = field(default_factory=list)  # runs.csv files whose runs the store lacks
+    subsets: bool = False  # also write each distinct subset trained as out_dir/subsets/<digest>.txt
 
 
 def register_configs() -> None:

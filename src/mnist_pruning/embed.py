@@ -38,6 +38,14 @@ def pca(x: np.ndarray, dims: int | None, **_: Any) -> np.ndarray:
     """
     if dims is None:
         return pixels(x)
+    mean, components = pca_components(x, dims)
+    return ((x.astype(np.float64) - mean) @ components).astype(np.float32)
+
+
+def pca_components(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the top `dims` principal directions (784 x dims) of x, each direction's sign
+    fixed so that the embedding does not depend on LAPACK's choice: what `pca` projects onto,
+    and what projects other images (a search's holdout) into the same embedding."""
     if not 1 <= dims <= x.shape[1]:
         raise ValueError(f"pca dims must be in [1, {x.shape[1]}], got {dims}")
     x64 = x.astype(np.float64)
@@ -46,10 +54,8 @@ def pca(x: np.ndarray, dims: int | None, **_: Any) -> np.ndarray:
     cov = centred.T @ centred / (len(x) - 1)
     _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
     components = vecs[:, ::-1][:, :dims]
-    # fix each component's sign so that the embedding does not depend on LAPACK's choice
     signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(dims)])
-    components = components * signs
-    return (centred @ components).astype(np.float32)
+    return mean, components * signs
 
 
 def autoencoder(

@@ -21,12 +21,13 @@ from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import fit_seed
 from mnist_pruning.data import Mnist
 from mnist_pruning.dsa import DsaParams
-from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed
+from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed, pca_components
 from mnist_pruning.fixed import given_indices
 from mnist_pruning.neighbors import VERSION as KNN_VERSION
 from mnist_pruning.neighbors import knn_graph
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
+from mnist_pruning.screens import Screen, nn_screen, rbf_screen
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
 from mnist_pruning.training import Recipe
 
@@ -118,11 +119,37 @@ def search_split(cfg: DictConfig, pool: np.ndarray) -> tuple[np.ndarray, np.ndar
 SEARCH_VERSION = 1  # bump when the search's rule changes: cached searches are then redone
 
 
+def screen_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarray) -> Screen | None:
+    """The search's screen (`selector.search.screen`), on the PCA of the pool's pixels with the
+    holdout's scored images (the proxy's `eval_size` first) projected on the same components;
+    None for `none`."""
+    c = cfg.selector.search.screen
+    if c.name == "none":
+        return None
+    flat = data.train_flat()
+    mean, components = pca_components(flat[pool], c.pca_dims)
+    scored = holdout[: cfg.selector.search.proxy.eval_size]
+    x_pool = ((flat[pool] - mean) @ components).astype(np.float32)
+    x_hold = ((flat[scored] - mean) @ components).astype(np.float32)
+    labels = data.train_labels.numpy()
+    if c.name == "rbf":
+        return rbf_screen(x_pool, labels[pool], x_hold, labels[scored], c.ridge)
+    return nn_screen(x_pool, labels[pool], x_hold, labels[scored])
+
+
 def search_options(
-    cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarray, path: list, device: torch.device
+    cfg: DictConfig,
+    data: Mnist,
+    pool: np.ndarray,
+    holdout: np.ndarray,
+    path: list,
+    device: torch.device,
+    screens: list | None = None,
 ) -> SearchOptions:
-    """The search's settings and its proxy, built here (the selector knows no training loop):
-    short trainings of the run's recipe on the pool rows of a candidate, scored on the holdout."""
+    """The search's settings, its proxy and its screen, built here (the selector knows no
+    training loop): short trainings of the run's recipe on the pool rows of a candidate, scored
+    on the holdout; each screen evaluation's seconds are appended to `screens`."""
+    screens = [] if screens is None else screens
     s = cfg.selector.search
     settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
     proxy = make_proxy(
@@ -137,6 +164,14 @@ def search_options(
         cfg.data.std,
         device,
     )
+    screen = screen_of(cfg, data, pool, holdout)
+
+    def screened(rows: np.ndarray) -> float:  # counted and timed for the run's screen_* metrics
+        start = time.perf_counter()
+        score = screen(rows)
+        screens.append(time.perf_counter() - start)
+        return score
+
     return SearchOptions(
         proxy=proxy,
         draws=s.draws,
@@ -144,6 +179,9 @@ def search_options(
         candidates=s.candidates,
         width=s.width,
         trace=lambda n, score, kept: path.append((n, score, float(kept))),
+        screen=None if screen is None else screened,
+        screen_draws=s.screen.draws,
+        screen_swaps=s.screen.swaps,
     )
 
 
@@ -185,15 +223,21 @@ def subset_of(
         return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
 
     path: list[tuple[int, float, float]] = []
+    screens: list[float] = []
     device = device or torch.device("cpu")
     holdout = np.empty(0, dtype=np.int64) if holdout is None else holdout
 
     def run_search() -> Arrays:
         start = time.perf_counter()
-        opts = replace(options, search=search_options(cfg, data, pool, holdout, path, device))
+        opts = replace(options, search=search_options(cfg, data, pool, holdout, path, device, screens))
         picked = select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, opts)
         seconds = np.array([time.perf_counter() - start])
-        return {"indices": pool[picked], "path": np.asarray(path, float).reshape(-1, 3), "seconds": seconds}
+        return {
+            "indices": pool[picked],
+            "path": np.asarray(path, float).reshape(-1, 3),
+            "seconds": seconds,
+            "screen": np.array([len(screens), sum(screens)]),  # evaluations, seconds
+        }
 
     key = {
         "data": data.fingerprint,
@@ -210,4 +254,6 @@ def subset_of(
     done = cache.get("search", key, run_search)
     if found is not None:
         found.update(path=done["path"], seconds=float(done["seconds"][0]))
+        if cfg.selector.search.screen.name != "none":
+            found.update(screen_evaluations=int(done["screen"][0]), screen_seconds=float(done["screen"][1]))
     return done["indices"]

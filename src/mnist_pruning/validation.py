@@ -279,6 +279,14 @@ def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
     _check(
         ok, "selector.search.proxy.eval_size", p.eval_size, f"an integer from 1 to {s.holdout} (the holdout)"
     )
+    c = s.screen
+    from mnist_pruning.screens import SCREENS
+
+    _check(c.name in SCREENS, "selector.search.screen.name", c.name, f"one of {', '.join(SCREENS)}")
+    _check(c.draws >= 0, "selector.search.screen.draws", c.draws, "an integer >= 0 (0: no draw screened)")
+    _check(c.swaps >= 1, "selector.search.screen.swaps", c.swaps, "an integer >= 1 (1: no swap screened)")
+    _check(c.ridge > 0, "selector.search.screen.ridge", c.ridge, "a number > 0")
+    _check(1 <= c.pca_dims <= 784, "selector.search.screen.pca_dims", c.pca_dims, "an integer from 1 to 784")
     return pool - s.holdout
 
 

@@ -12,7 +12,14 @@ store that held its runs is gone.
 """
 
 from mnist_pruning.report.archive import check_archive, merge, read_archive
-from mnist_pruning.report.markdown import answer_table, block_of, comparison_markdown, fill_block, markdown
+from mnist_pruning.report.markdown import (
+    answer_table,
+    block_of,
+    comparison_markdown,
+    fill_block,
+    markdown,
+    network_table,
+)
 from mnist_pruning.report.runs import (
     METRICS,
     REPORT_TAG,
@@ -37,7 +44,7 @@ from mnist_pruning.report.summary import (
     summarize_rows,
     usual_values,
 )
-from mnist_pruning.report.write import example_rows, log_report, main, write_report
+from mnist_pruning.report.write import example_rows, log_report, main, write_report, write_subsets
 
 __all__ = [
     "METRICS",
@@ -62,6 +69,7 @@ __all__ = [
     "markdown",
     "merge",
     "near_full",
+    "network_table",
     "per_run",
     "read_archive",
     "setting_columns",
@@ -72,4 +80,5 @@ __all__ = [
     "usual_values",
     "with_metric",
     "write_report",
+    "write_subsets",
 ]

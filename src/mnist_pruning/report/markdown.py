@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pruning.report.runs import ReportError, Runs, setting_text
-from mnist_pruning.report.summary import DEFAULT_MODEL, near_full, usual_values
+from mnist_pruning.report.summary import DEFAULT_MODEL, curve_name, near_full, usual_values
 
 
 def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, min_seeds: int) -> str:
@@ -113,6 +113,40 @@ def markdown(
     if runs.duplicates:
         notes.append(f"{runs.duplicates} older duplicate runs left out")
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+NETWORK_ORDER = ("lenet5, regimes", "lenet5, dc_protocol", "mlp, dc_protocol", "convnet3, dc_protocol")
+
+
+def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
+    """Where subsets were trained under more than one network or recipe (`model=`,
+    `train=dc_protocol`): per curve and k, the median under each side by side, and the distinct
+    subsets all of them trained together, which equals the seeds where every network saw the
+    same images (then what moves along a row is the network and recipe, not the images)."""
+    r = rows[rows["selector"] != "full"].copy()
+    if r.empty or "model" not in r:
+        return ""
+    recipe = np.where(r["regime"] == "dc_protocol", "dc_protocol", "regimes")
+    r["trained"] = r["model"].fillna(DEFAULT_MODEL) + ", " + recipe
+    if r["trained"].nunique() < 2:
+        return ""
+    r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL).iterrows()]
+    present = set(r["trained"])
+    columns = [c for c in NETWORK_ORDER if c in present] + sorted(present - set(NETWORK_ORDER))
+    lines = [
+        f"Median {metric} of the same subsets under each network and recipe (`regimes`: the study's "
+        "size regimes; `dc_protocol`: the condensation benchmark's evaluation):",
+        "",
+        f"| curve | k | {' | '.join(columns)} | seeds | subsets |",
+        "| --- | ---: |" + " ---: |" * len(columns) + " ---: | ---: |",
+    ]
+    for (name, k), part in r.groupby(["name", "k"], sort=True):
+        by = part.groupby("trained")[metric]
+        med, n = by.median(), by.size()
+        cells = ["-" if c not in med else f"{med[c]:.4f}{'*' if n[c] < min_seeds else ''}" for c in columns]
+        subsets = str(part["subset"].nunique()) if part["subset"].notna().all() else "-"
+        lines.append(f"| {name} | {k} | {' | '.join(cells)} | {part['seed'].nunique()} | {subsets} |")
+    return "\n".join(lines) + "\n"
 
 
 def subsets_note(summary: pd.DataFrame) -> str:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from mnist_pruning import figures, tracking
 from mnist_pruning.config import CONF_DIR, register_configs
 from mnist_pruning.report.archive import COLUMNS, check_archive, merge, read_archive
-from mnist_pruning.report.markdown import block_of, comparison_markdown, fill_block, markdown
+from mnist_pruning.report.markdown import block_of, comparison_markdown, fill_block, markdown, network_table
 from mnist_pruning.report.runs import (
     METRICS,
     REPORT_TAG,
@@ -56,6 +56,29 @@ def example_rows(runs: pd.DataFrame, montage_k: int | None) -> list[tuple[str, n
     return rows
 
 
+def write_subsets(runs: pd.DataFrame, folder: Path) -> int:
+    """Each distinct subset the runs trained, as `folder/<subset tag>.txt`: its indices into the
+    60,000 training images, sorted, space-separated, what `selector=fixed selector.indices=`
+    reads. So a study's subsets train again under another model or recipe on a machine without
+    its store (a learned embedding's fit differs from machine to machine). A run whose
+    `selected_indices.npy` does not give back its `subset` tag is an error, not a file."""
+    from mlflow.artifacts import download_artifacts
+
+    from mnist_pruning.cache import array_digest
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tags = runs.get(f"tags.{tracking.SUBSET_TAG}", pd.Series(dtype=object)).dropna()
+    folder.mkdir(parents=True, exist_ok=True)
+    for run_id, digest in zip(runs.loc[tags.index, "run_id"], tags, strict=True):
+        kept = np.sort(np.load(download_artifacts(run_id=run_id, artifact_path="selected_indices.npy")))
+        if array_digest(kept.astype(np.int64))[:16] != digest:
+            raise ReportError(
+                f"run {run_id}: its selected_indices.npy is not the subset {digest} it is tagged"
+            )
+        (folder / f"{digest}.txt").write_text(" ".join(map(str, kept)) + "\n")
+    return tags.nunique()
+
+
 def write_report(cfg: DictConfig) -> Path:
     if cfg.metric not in METRICS:
         raise ReportError(f"metric={cfg.metric!r}: must be one of {', '.join(METRICS)}")
@@ -78,6 +101,9 @@ def write_report(cfg: DictConfig) -> Path:
     rows.to_csv(out / "runs.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
     md = markdown(summary, answer, cfg.target_acc, runs, cfg.min_seeds, cfg.metric, cfg.near_full, taken)
+    networks = network_table(rows, cfg.metric, cfg.min_seeds)
+    if networks:
+        md += "\n" + networks
     if cfg.reference:
         table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
         table.to_csv(out / "comparison.csv", index=False)
@@ -112,6 +138,9 @@ def write_report(cfg: DictConfig) -> Path:
             figures.save_examples(out / "selected_examples.png", rows, data.train_images.numpy())
     except Exception as e:  # the tables are the report; the montage is a bonus
         log.warning("selected_examples.png skipped: %s", tracking.one_line(e))
+    if cfg.subsets:
+        n = write_subsets(runs.finished, out / "subsets")
+        log.info("%d distinct subsets written to %s", n, out / "subsets")
     log_report(cfg, out)
     return out
 

@@ -59,6 +59,10 @@ class SearchOptions:
     candidates: str = "neighbors"  # "neighbors" of the image replaced, or "ranked" by the base
     width: int = 20
     trace: Trace | None = None
+    # a cheap screen (mnist_pruning.screens) that ranks candidates before the proxy judges them
+    screen: Proxy | None = None
+    screen_draws: int = 0  # base subsets screened; the best `draws` go to the proxy (0: none screened)
+    screen_swaps: int = 1  # candidate swaps screened for each one the proxy judges (1: none screened)
 
 
 Selector = Callable[[np.ndarray, np.ndarray, int, int, Options], np.ndarray]

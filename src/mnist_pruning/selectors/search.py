@@ -34,7 +34,10 @@ def class_halves(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Options) -> np.ndarray:
     """The base rule's best of `draws` subsets by the proxy, then single-image swaps within a
     class until `evaluations` proxy calls are spent; a swap is kept only if it raises the score.
-    With `evaluations=0`, the base rule's subset of the whole pool (the search's control)."""
+    With a screen (`SearchOptions.screen`), a multi-fidelity search: of `screen_draws` base
+    subsets the proxy judges the base's own and the ones the screen ranks best, and each swap it
+    judges is the screen's best of `screen_swaps` random ones. With `evaluations=0`, the base
+    rule's subset of the whole pool (the search's control)."""
     s = options.search
     if s is None:
         raise ValueError("selector search needs Options.search: its settings and its proxy")
@@ -66,9 +69,20 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
             s.trace(spent, score, score > best_score)
         return score, score > best_score
 
-    for draw in range(min(max(1, s.draws), s.evaluations)):
-        rows = everything if draw == 0 else class_halves(labels, rng)
-        subset = base_on(rows, seed if draw == 0 else int(rng.integers(2**31)))
+    judged = min(max(1, s.draws), s.evaluations)
+    drawn = max(judged, s.screen_draws if s.screen is not None else 0)
+    subsets = [
+        base_on(
+            everything if draw == 0 else class_halves(labels, rng),
+            seed if draw == 0 else int(rng.integers(2**31)),
+        )
+        for draw in range(drawn)
+    ]
+    if drawn > judged:  # the base's own subset, then the draws the screen ranks best
+        screened = [float(s.screen(np.sort(subset))) for subset in subsets[1:]]
+        order = np.argsort(-np.asarray(screened), kind="stable")[: judged - 1]
+        subsets = [subsets[0]] + [subsets[1 + i] for i in order]
+    for subset in subsets:
         score, better = evaluate(subset)
         if better:
             best, best_score = subset, score
@@ -86,12 +100,23 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
     attempts = 0
     while spent < s.evaluations and attempts < 100 * s.evaluations:
         attempts += 1
-        position = int(rng.integers(len(best)))
-        fresh = [j for j in candidates(int(best[position])) if j not in kept]
-        if not fresh:
+        swaps = []  # (position, image): `screen_swaps` random swaps, the screen's best judged
+        for _ in range(max(1, s.screen_swaps) if s.screen is not None else 1):
+            position = int(rng.integers(len(best)))
+            fresh = [j for j in candidates(int(best[position])) if j not in kept]
+            if fresh:
+                swaps.append((position, fresh[int(rng.integers(len(fresh)))]))
+        if not swaps:
             continue
-        new = best.copy()
-        new[position] = fresh[int(rng.integers(len(fresh)))]
+        trials = []
+        for position, image in swaps:
+            trial = best.copy()
+            trial[position] = image
+            trials.append(trial)
+        new = trials[0]
+        if len(trials) > 1:
+            new = trials[int(np.argmax([float(s.screen(np.sort(t))) for t in trials]))]
+        position = int(np.flatnonzero(new != best)[0])
         score, better = evaluate(new)
         if better:
             kept.remove(int(best[position]))

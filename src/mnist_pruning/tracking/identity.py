@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pruning.config import TrainConfig
+from mnist_pruning.config import ScreenConfig, TrainConfig
 from mnist_pruning.embed import SEEDED
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
@@ -73,12 +73,18 @@ def _flat_defaults() -> dict[str, Any]:
     return flatten({k: node[k] for k in LATER_TRAIN})
 
 
+def _screen_defaults() -> dict[str, Any]:
+    """A search's screen at its defaults (none), flattened under selector.search.screen."""
+    return flatten(OmegaConf.to_container(OmegaConf.structured(ScreenConfig)), "selector.search.screen.")
+
+
 # keys added after runs were recorded, at the value every earlier run had without them: left out
 # of the hash there, so an earlier run keeps its hash (resume finds it); the train.* ones are left
 # out of the params there too, so a report over old and new runs reads them alike (the model is
 # logged always: the report's `model` column fills it in for older runs)
 LATER_KEYS: dict[str, Any] = {
     "model.name": "lenet5",
+    **_screen_defaults(),
     **{
         f"train.{key}": value
         for key, value in _flat_defaults().items()
