@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
-from mnist_pruning.dsa import FAMILIES, DsaParams, dsa_augment
+from mnist_pruning.dsa import DC_FAMILIES, FAMILIES, DcAugParams, DsaParams, dc_augment, dsa_augment
 from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import epoch_batches, lr_factor, train
 from mnist_pruning.validation import validate
@@ -46,6 +46,17 @@ def test_the_protocol_resolves_to_the_values_of_its_file(make_cfg):
         assert t[key] == written[key], key
     assert list(t.lr_decay_epochs) == written["lr_decay_epochs"] == [502]
     assert dict(t.dsa) == written["dsa"]
+    assert (
+        dict(t.dc_aug)
+        == written["dc_aug"]
+        == {
+            "strategy": "crop_scale_rotate",
+            "crop": 4,
+            "scale": 0.2,
+            "rotate": 45,
+            "noise": 0.001,
+        }
+    )  # utils.py get_daparam for MNIST
     regime = written["regimes"]["dc_protocol"]
     assert (
         (t.lr, t.weight_decay, t.label_smoothing, t.augment)
@@ -119,6 +130,30 @@ def test_dsa_draws_one_family_a_batch_keeps_shape_and_is_seeded():
         assert int(shifted.sum()) == rows * cols  # the image moved whole, zeros where it left
 
 
+def test_dc_augmentation_draws_a_family_per_image_and_is_seeded():
+    """The DC paper's augmentation: each image its own family; crop moves it by whole pixels
+    with the batch mean as fill; seeded."""
+    x = torch.randn(32, 1, 28, 28)
+    p = DcAugParams()
+    a = dc_augment(x, p, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, dc_augment(x, p, torch.Generator().manual_seed(1)))
+    changed = (a != x).flatten(1).any(1)
+    assert changed.float().mean() > 0.5  # crop by 0 in both directions, or a 0-degree turn, keeps a few
+    for name, fn in DC_FAMILIES.items():
+        assert fn(x, p, torch.Generator().manual_seed(0), x.mean()).shape == x.shape, name
+    img = torch.zeros(1, 1, 28, 28)
+    img[0, 0, 10:18, 10:18] = 1.0
+    fill = torch.tensor(-0.5)
+    for seed in range(5):
+        out = DC_FAMILIES["crop"](img, p, torch.Generator().manual_seed(seed), fill)[0, 0]
+        assert int((out == 1).sum()) == 64  # the square moved whole (at most 4 pixels)
+        assert set(out.unique().tolist()) <= {0.0, 1.0, -0.5}
+    turned = DC_FAMILIES["rotate"](
+        torch.zeros(1, 1, 28, 28), DcAugParams(rotate=45), torch.Generator().manual_seed(3), fill
+    )
+    assert turned.min() < -0.1  # the corners a turn uncovers are the fill
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -126,6 +161,10 @@ def test_dsa_draws_one_family_a_batch_keeps_shape_and_is_seeded():
         (["train.schedule=cosine"], "train.schedule"),
         (["train.augmentation=autoaugment"], "train.augmentation"),
         (["train=dc_protocol", "train.dsa.strategy=color_flip"], "train.dsa.strategy"),
+        (
+            ["train=dc_protocol", "train.augmentation=dc", "train.dc_aug.strategy=crop_flip"],
+            "train.dc_aug.strategy",
+        ),
         (["train=dc_protocol", "train.lr_decay_epochs=[2000]"], "train.lr_decay_epochs"),
         (["model=convnet3", "model.depth=6"], "model.depth"),
         (["model=mlp", "model.hidden=[]"], "model.hidden"),

@@ -578,6 +578,10 @@ def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
                 subset=f"s{seed}",
                 extra=extra,
             )
+    # and under another augmentation of the protocol: a column of its own, not a row
+    for seed in range(5):
+        extra = {"model.name": "convnet3", "train.augmentation": "dc"}
+        add_run(client, exp_id, "random", 10, seed, 0.6, regime="dc_protocol", subset=f"s{seed}", extra=extra)
     # ConvNet-3 at k = 20 on three seeds only, on subsets of its own
     for seed in range(3):
         add_run(
@@ -593,11 +597,11 @@ def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
         )
     rows = report.per_run(report.latest_finished(report.fetch_runs(uri, EXP)).finished, "test_acc")
     table = report.network_table(rows, "test_acc", 5)
+    header = "| curve | k | lenet5, regimes | mlp, dc_protocol | convnet3, dc_protocol "
+    assert header + "| convnet3, dc_protocol (augmentation=dc) | seeds | subsets |" in table
     assert (
-        "| curve | k | lenet5, regimes | mlp, dc_protocol | convnet3, dc_protocol | seeds | subsets |"
-        in table
-    )
-    assert "| random | 10 | 0.8200 | 0.6200 | 0.7200 | 5 | 5 |" in table  # one subset per seed, all three
-    assert "| random | 20 | - | - | 0.9000* | 3 | 3 |" in table
+        "| random | 10 | 0.8200 | 0.6200 | 0.7200 | 0.6000 | 5 | 5 |" in table
+    )  # one subset a seed, all four
+    assert "| random | 20 | - | - | 0.9000* | - | 3 | 3 |" in table
     # one network and recipe only: no such table
     assert report.network_table(rows[rows["model"] == "mlp"], "test_acc", 5) == ""

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mnist_pruning.data import N_TRAIN
-from mnist_pruning.dsa import DsaParams
+from mnist_pruning.dsa import DcAugParams, DsaParams
 
 
 def _conf_dir() -> Path:
@@ -260,8 +260,9 @@ class TrainConfig:
     lr_decay_epochs: list[int] = field(default_factory=list)
     lr_decay: float = 0.1
     reset_momentum: bool = False  # at each decay (the benchmark's code makes a new optimizer)
-    augmentation: str = "maps"  # the regime's affine + elastic maps, or the benchmark's dsa
+    augmentation: str = "maps"  # the regime's affine + elastic maps, or the benchmark's dsa, or dc
     dsa: DsaParams = field(default_factory=DsaParams)
+    dc_aug: DcAugParams = field(default_factory=DcAugParams)  # augmentation=dc: the DC paper's
 
 
 def training_size(selector: str, k: int, validation_size: int) -> int:

@@ -1,4 +1,5 @@
-"""The dataset-condensation benchmark's augmentation, as its evaluation applies it to MNIST.
+"""The dataset-condensation benchmark's augmentations, as its evaluation applies them to MNIST:
+DSA's (`dsa_augment`, the DSA and DM papers' protocol) and the DC paper's own (`dc_augment`).
 
 Differentiable Siamese augmentation (DSA, Zhao & Bilen 2021), from VICO-UoE/DatasetCondensation
 `utils.py` (`ParamDiffAug`, `DiffAugment`, the `rand_*` functions): in its default mode 'S' each
@@ -113,3 +114,78 @@ def dsa_augment(x: Tensor, p: DsaParams, gen: torch.Generator) -> Tensor:
     names = p.strategy.split("_")
     pick = int(torch.randint(len(names), (1,), generator=gen, device=gen.device).item())
     return FAMILIES[names[pick]](x, p, gen).contiguous(memory_format=torch.channels_last)
+
+
+@dataclass
+class DcAugParams:
+    """The DC method's evaluation augmentation (utils.py `get_daparam` for MNIST, `augment`):
+    per image one of `strategy`'s families, drawn uniformly. Also the schema of `train.dc_aug`."""
+
+    strategy: str = "crop_scale_rotate"  # get_daparam: 'crop_scale_rotate' for MNIST ('noise' unused)
+    crop: int = 4  # pixels of padding (the batch mean), then a crop at an offset in [0, 2 crop)
+    scale: float = 0.2  # height and width each scaled by a factor uniform in [1 - scale, 1 + scale]
+    rotate: int = 45  # degrees, an integer in [-rotate, rotate) (np.random.randint there)
+    noise: float = 0.001  # Gaussian noise of this std, the fourth family
+
+
+def _dc_crop(x: Tensor, p: DcAugParams, gen: torch.Generator, fill: Tensor) -> Tensor:
+    """cropfun: padded by `crop` pixels of the batch mean, cut back at a random offset."""
+    n, _, h, w = x.shape
+    padded = F.pad(x - fill, [p.crop] * 4) + fill
+    r = torch.randint(0, 2 * p.crop, (n, 1, 1), generator=gen, device=x.device)
+    c = torch.randint(0, 2 * p.crop, (n, 1, 1), generator=gen, device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1) + r
+    cols = torch.arange(w, device=x.device).view(1, 1, w) + c
+    b = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)
+
+
+def _dc_scale(x: Tensor, p: DcAugParams, gen: torch.Generator, fill: Tensor) -> Tensor:
+    """scalefun: height and width resized (nearest) by int(U(1 - s, 1 + s) x side) pixels about
+    the centre, zeros outside (as there), as one affine resampling."""
+    n, _, h, w = x.shape
+    sh = (_rand(n, gen, x.device) * 2 * p.scale + 1 - p.scale).mul(h).floor() / h
+    sw = (_rand(n, gen, x.device) * 2 * p.scale + 1 - p.scale).mul(w).floor() / w
+    zero = torch.zeros_like(sh)
+    theta = torch.stack([torch.stack([1 / sw, zero, zero], 1), torch.stack([zero, 1 / sh, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", align_corners=False)
+
+
+def _dc_rotate(x: Tensor, p: DcAugParams, gen: torch.Generator, fill: Tensor) -> Tensor:
+    """rotatefun: a rotation by an integer angle in [-rotate, rotate) about the centre, the
+    corners filled with the batch mean (scipy's cubic spline there, bilinear here)."""
+    n = len(x)
+    angle = torch.randint(-p.rotate, p.rotate, (n,), generator=gen, device=x.device).float()
+    angle = torch.deg2rad(angle)
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    return _affine(x - fill, theta) + fill
+
+
+def _dc_noise(x: Tensor, p: DcAugParams, gen: torch.Generator, fill: Tensor) -> Tensor:
+    """noisefun: Gaussian noise of std `noise`."""
+    return x + p.noise * torch.randn(x.shape, generator=gen, device=x.device)
+
+
+DC_FAMILIES: dict[str, Callable[[Tensor, DcAugParams, torch.Generator, Tensor], Tensor]] = {
+    "crop": _dc_crop,
+    "scale": _dc_scale,
+    "rotate": _dc_rotate,
+    "noise": _dc_noise,
+}
+
+
+def dc_augment(x: Tensor, p: DcAugParams, gen: torch.Generator) -> Tensor:
+    """The DC paper's evaluation augmentation: each image gets one family of `p.strategy`, drawn
+    uniformly per image; the fill of the crop's padding and the rotation's corners is the
+    batch's mean pixel."""
+    names = p.strategy.split("_")
+    pick = torch.randint(len(names), (len(x),), generator=gen, device=gen.device).to(x.device)
+    fill = x.mean()
+    out = x.clone()
+    for j, name in enumerate(names):
+        rows = (pick == j).nonzero().flatten()
+        if len(rows):
+            out[rows] = DC_FAMILIES[name](x[rows], p, gen, fill)
+    return out.contiguous(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import fit_seed
 from mnist_pruning.data import Mnist
-from mnist_pruning.dsa import DsaParams
+from mnist_pruning.dsa import DcAugParams, DsaParams
 from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed, pca_components
 from mnist_pruning.fixed import given_indices
 from mnist_pruning.neighbors import VERSION as KNN_VERSION
@@ -101,7 +101,11 @@ def cached_knn(cache: Cache, x: np.ndarray, neighbors: int) -> tuple[np.ndarray,
 def recipe_of(cfg: DictConfig) -> Recipe:
     t = OmegaConf.to_container(cfg.train, resolve=True)
     values = {f: t[f] for f in Recipe.__dataclass_fields__}
-    values.update(lr_decay_epochs=tuple(values["lr_decay_epochs"]), dsa=DsaParams(**values["dsa"]))
+    values.update(
+        lr_decay_epochs=tuple(values["lr_decay_epochs"]),
+        dsa=DsaParams(**values["dsa"]),
+        dc_aug=DcAugParams(**values["dc_aug"]),
+    )
     return Recipe(**values)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnist_pruning.dsa import DsaParams, dsa_augment
+from mnist_pruning.dsa import DcAugParams, DsaParams, dc_augment, dsa_augment
 from mnist_pruning.model import LeNet5
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,13 @@ class Recipe:
     lr_decay_epochs: tuple[int, ...] = ()  # 0-based epochs (an epoch schedule only)
     lr_decay: float = 0.1
     reset_momentum: bool = False  # at each decay, as a new optimizer would (the DC code builds one)
-    augmentation: str = "maps"  # this project's affine + elastic maps, or the benchmark's "dsa"
+    augmentation: str = "maps"  # this project's affine + elastic maps, the benchmark's "dsa", or "dc"
     dsa: DsaParams = field(default_factory=DsaParams)
+    dc_aug: DcAugParams = field(default_factory=DcAugParams)
 
 
 SCHEDULES = ("warmup_cosine", "step")
-AUGMENTATIONS = ("maps", "dsa")
+AUGMENTATIONS = ("maps", "dsa", "dc")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,13 @@ def augment(x: Tensor, recipe: Maps, gen: torch.Generator) -> Tensor:
     background = x.amin()
     out = F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
     return out.contiguous(memory_format=torch.channels_last)
+
+
+AUGMENT: dict[str, Callable[[Tensor, Recipe, torch.Generator], Tensor]] = {
+    "maps": augment,
+    "dsa": lambda x, r, gen: dsa_augment(x, r.dsa, gen),
+    "dc": lambda x, r, gen: dc_augment(x, r.dc_aug, gen),
+}
 
 
 def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Tensor:
@@ -250,11 +258,7 @@ def train(
         idx = batches[step - 1].to(device)
         xb = x[idx]
         if recipe.augment:
-            xb = (
-                dsa_augment(xb, recipe.dsa, aug_gen)
-                if recipe.augmentation == "dsa"
-                else augment(xb, recipe, aug_gen)
-            )
+            xb = AUGMENT[recipe.augmentation](xb, recipe, aug_gen)
         loss = F.cross_entropy(net(xb), y[idx], label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -219,6 +219,15 @@ def _validate_schedule(t: DictConfig) -> None:
         t.augmentation,
         f"one of {', '.join(AUGMENTATIONS)}",
     )
+    if t.augmentation == "dc":
+        from mnist_pruning.dsa import DC_FAMILIES
+
+        ok = all(part in DC_FAMILIES for part in str(t.dc_aug.strategy).split("_"))
+        families = ", ".join(DC_FAMILIES)
+        _check(ok, "train.dc_aug.strategy", t.dc_aug.strategy, f"families joined by '_', of {families}")
+        _check(t.dc_aug.crop >= 1, "train.dc_aug.crop", t.dc_aug.crop, "an integer >= 1 (pixels)")
+        _check(0 <= t.dc_aug.scale < 1, "train.dc_aug.scale", t.dc_aug.scale, "a number in [0, 1)")
+        _check(t.dc_aug.rotate >= 1, "train.dc_aug.rotate", t.dc_aug.rotate, "an integer >= 1 (degrees)")
     if t.augmentation == "dsa":
         parts = str(t.dsa.strategy).split("_")
         ok = all(p in FAMILIES for p in parts)

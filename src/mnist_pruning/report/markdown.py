@@ -126,8 +126,17 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     r = rows[rows["selector"] != "full"].copy()
     if r.empty or "model" not in r:
         return ""
-    recipe = np.where(r["regime"] == "dc_protocol", "dc_protocol", "regimes")
-    r["trained"] = r["model"].fillna(DEFAULT_MODEL) + ", " + recipe
+    recipe = pd.Series(np.where(r["regime"] == "dc_protocol", "dc_protocol", "regimes"), index=r.index)
+    # a train.* setting beside the recipe's (train.augmentation=dc) names the column, the rest the row
+    tokens = r["other"].fillna("").str.split()
+    trained_other = tokens.apply(lambda t: " ".join(x for x in t if x.startswith("train.")))
+    r["other"] = tokens.apply(lambda t: " ".join(x for x in t if not x.startswith("train.")))
+    r["trained"] = (
+        r["model"].fillna(DEFAULT_MODEL)
+        + ", "
+        + recipe
+        + trained_other.apply(lambda t: f" ({t.replace('train.', '')})" if t else "")
+    )
     if r["trained"].nunique() < 2:
         return ""
     r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL).iterrows()]

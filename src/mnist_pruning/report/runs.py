@@ -78,8 +78,13 @@ def ignores_embedding(df: pd.DataFrame) -> pd.Series:
 def setting_text(df: pd.DataFrame) -> pd.DataFrame:
     """The setting columns as text, with the embedding's params IGNORED where the selector
     ignores the embedding: random swept over two embeddings is one setting, not two curves of
-    the same name (and the same subsets twice)."""
-    text = as_text(df[setting_columns(df)])
+    the same name (and the same subsets twice). A key added after some runs were logged
+    (tracking.LATER_KEYS) reads, where a run lacks it, as the value those runs had: the default."""
+    cols = df[setting_columns(df)].copy()
+    for key, default in tracking.LATER_KEYS.items():
+        if f"params.{key}" in cols:
+            cols[f"params.{key}"] = cols[f"params.{key}"].where(cols[f"params.{key}"].notna(), str(default))
+    text = as_text(cols)
     embedding = [c for c in text if c == "params.pca_dims" or c.split(".")[1] == "embedding"]
     text.loc[ignores_embedding(df), embedding] = IGNORED
     return text

@@ -78,13 +78,16 @@ def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     """Per further setting (param column) that varies between runs, its most common value: of
     the embedding's own settings per embedding (the classifier's epochs are not the
     autoencoder's), of a selector's own per selector (forgetting's score epochs are not el2n's),
-    of the rest per recipe regime (a regime's own steps are not an exception). A fit's seed is
-    usually None (the run's own): a fixed fit (`embedding.seed=0`) is always named.
-    Keyed 'regime <name>', 'embedding <name>' and 'selector <name>'."""
+    of a network's own per network (ConvNet-3's width is not the MLP's), of the rest per recipe
+    regime (a regime's own steps are not an exception). A fit's seed is usually None (the run's
+    own): a fixed fit (`embedding.seed=0`) is always named.
+    Keyed 'regime <name>', 'embedding <name>', 'selector <name>' and 'model <name>'."""
     varying = [c for c in text.columns if c not in MAIN_PARAMS and text[c][text[c] != IGNORED].nunique() > 1]
     fixed_fits = [c for c in FIT_SEEDS if c in text and (~text[c].isin(["None", IGNORED])).any()]
     varying += [c for c in fixed_fits if c not in varying]
-    own = {by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector")}
+    own = {
+        by: [c for c in varying if c.startswith(f"params.{by}.")] for by in ("embedding", "selector", "model")
+    }
     rest = [c for c in varying if not any(c in cols for cols in own.values())]
     usual = {}
     for by, cols in (("regime", rest), *own.items()):
@@ -97,7 +100,12 @@ def usual_values(text: pd.DataFrame) -> dict[str, dict[str, str]]:
     return usual
 
 
-_GROUP_PARAM = {"regime": "train.regime", "embedding": "embedding.name", "selector": "selector.name"}
+_GROUP_PARAM = {
+    "regime": "train.regime",
+    "embedding": "embedding.name",
+    "selector": "selector.name",
+    "model": "model.name",
+}
 
 
 def _usual_for(usual: dict[str, dict[str, str]], row: pd.Series) -> dict[str, str]:

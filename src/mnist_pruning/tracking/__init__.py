@@ -6,6 +6,7 @@ lock) -> `sweeps` (parent runs, orphans, resume) -> `runs` (one run, closed with
 
 from mnist_pruning.tracking.identity import (
     HOST,
+    LATER_KEYS,
     NON_SEMANTIC_KEYS,
     TABLE_KEYS,
     clusters_rule,
@@ -40,6 +41,7 @@ from mnist_pruning.tracking.sweeps import (
 
 __all__ = [
     "HOST",
+    "LATER_KEYS",
     "NON_SEMANTIC_KEYS",
     "SUBSET_TAG",
     "SWEEP_TAG",

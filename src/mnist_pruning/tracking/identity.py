@@ -64,6 +64,7 @@ LATER_TRAIN = (
     "reset_momentum",
     "augmentation",
     "dsa",
+    "dc_aug",
 )
 
 
