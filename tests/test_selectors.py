@@ -14,9 +14,10 @@ from mnist_pruning.selectors import (
 )
 from mnist_pruning.selectors.clusters import hybrid_split
 
-# the search needs a proxy in its options (tests/test_search.py); ccs samples strata of its score
-# rather than keeping one end (tests/test_baselines.py)
-GENERIC = sorted(set(SELECTORS) - {"search"})
+# the search needs a proxy in its options (tests/test_search.py), fixed the subset it is given
+# (below, and tests/test_fixed.py); ccs samples strata of its score rather than keeping one end
+# (tests/test_baselines.py)
+GENERIC = sorted(set(SELECTORS) - {"search", "fixed"})
 KEEPERS = sorted(set(SCORED_SELECTORS) - {"ccs"})
 
 
@@ -58,7 +59,20 @@ def test_embedding_free_means_the_embedding_does_not_matter(blobs, name):
     ours, theirs = (select(name, e, labels, 30, 2, options) for e in (x, other))
     same = np.array_equal(ours, theirs)
     assert same == (name in EMBEDDING_FREE)
-    assert {"full", "random", "el2n", "forgetting", "grand", "uncertainty", "ccs"} == EMBEDDING_FREE
+    assert {"full", "random", "fixed", "el2n", "forgetting", "grand", "uncertainty", "ccs"} == EMBEDDING_FREE
+
+
+def test_fixed_returns_exactly_the_rows_it_is_given_whatever_the_embedding_and_seed(blobs):
+    x, labels = blobs
+    given = np.sort(np.random.default_rng(4).choice(len(x), 17, replace=False))
+    other = np.zeros((len(x), 1), dtype=np.float32)
+    for emb, seed in ((x, 0), (other, 5)):
+        chosen = select("fixed", emb, labels, 17, seed, Options(given=given, balance=True))
+        assert np.array_equal(chosen, given) and chosen.dtype == np.int64
+    with pytest.raises(ValueError, match="needs its k=17 rows in Options.given"):
+        select("fixed", x, labels, 17, 0)
+    with pytest.raises(ValueError, match="needs its k=16 rows"):
+        select("fixed", x, labels, 16, 0, Options(given=given))
 
 
 @pytest.mark.parametrize("name", ["random", "cluster_random"])
