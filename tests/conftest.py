@@ -81,3 +81,19 @@ def search_runs(tmp_path: Path, experiment: str = "mnist-pruning", kind: str | N
     if kind is None or runs.empty:
         return runs
     return runs[runs["tags.kind"] == kind].reset_index(drop=True)
+
+
+@pytest.fixture
+def make_cfg():
+    """compose(config, overrides) through Hydra's compose API, as the entrypoint composes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mnist_pruning.config import CONF_DIR
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    yield make
+    GlobalHydra.instance().clear()

@@ -4,25 +4,13 @@ import csv
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from conftest import REPO
-from mnist_pruning.config import CONF_DIR, register_configs
+from mnist_pruning.config import register_configs
 from mnist_pruning.model import MODELS, ConvNet, LeNet5, build_model
 from mnist_pruning.tracking import config_hash, run_name, run_params
 
 register_configs()
-
-
-@pytest.fixture
-def make_cfg():
-    def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    yield make
-    GlobalHydra.instance().clear()
 
 
 def test_convnet3_is_the_benchmarks_network_for_28_by_28_digits():

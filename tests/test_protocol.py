@@ -4,8 +4,6 @@ with a fresh optimizer, DSA augmentation, all as conf/train/dc_protocol.yaml wri
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from mnist_pruning.config import CONF_DIR, ConfigError, register_configs
 from mnist_pruning.dsa import DC_FAMILIES, FAMILIES, DcAugParams, DsaParams, dc_augment, dsa_augment
@@ -14,16 +12,6 @@ from mnist_pruning.training import epoch_batches, lr_factor, train
 from mnist_pruning.validation import validate
 
 register_configs()
-
-
-@pytest.fixture
-def make_cfg():
-    def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    yield make
-    GlobalHydra.instance().clear()
 
 
 def test_the_protocol_resolves_to_the_values_of_its_file(make_cfg):
