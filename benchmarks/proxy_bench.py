@@ -14,7 +14,7 @@ import torch
 from common import MEAN, STD, config
 
 from mnist_pruning.data import load_mnist
-from mnist_pruning.embed import pca, pca_components
+from mnist_pruning.embed import pca, pca_with
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
 from mnist_pruning.subset import recipe_of
@@ -121,8 +121,7 @@ def bench_screens(data, pool, scored, x_pool, candidates, truths, inits: list[in
 
     labels = data.train_labels.numpy()
     flat = data.train_flat()
-    mean, components = pca_components(flat[pool], x_pool.shape[1])
-    x_hold = ((flat[scored] - mean) @ components).astype(np.float32)
+    x_hold = pca_with(flat[pool], flat[scored], x_pool.shape[1])[1]
     cand = np.unique(np.concatenate(candidates))
     images = normalize(data.train_images, MEAN, STD)
     start = time.perf_counter()
@@ -133,7 +132,7 @@ def bench_screens(data, pool, scored, x_pool, candidates, truths, inits: list[in
         labels[pool],
         images[scored],
         labels[scored],
-        NTK_INITS,
+        inits,
         SCREEN_RIDGE,
     )
     setup = time.perf_counter() - start

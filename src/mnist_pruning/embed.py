@@ -42,6 +42,13 @@ def pca(x: np.ndarray, dims: int | None, **_: Any) -> np.ndarray:
     return ((x.astype(np.float64) - mean) @ components).astype(np.float32)
 
 
+def pca_with(x: np.ndarray, other: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """x's PCA embedding, and `other`'s projected onto x's components (a search's holdout seen
+    in the pool's embedding, the holdout never shaping it)."""
+    mean, components = pca_components(x, dims)
+    return tuple(((a.astype(np.float64) - mean) @ components).astype(np.float32) for a in (x, other))
+
+
 def pca_components(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean and the top `dims` principal directions (784 x dims) of x, each direction's sign
     fixed so that the embedding does not depend on LAPACK's choice: what `pca` projects onto,

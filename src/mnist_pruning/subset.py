@@ -21,7 +21,7 @@ from mnist_pruning.cluster import KMeansFit, kmeans
 from mnist_pruning.config import fit_seed
 from mnist_pruning.data import Mnist
 from mnist_pruning.dsa import DcAugParams, DsaParams
-from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed, pca_components
+from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed, pca_with
 from mnist_pruning.fixed import given_indices
 from mnist_pruning.neighbors import VERSION as KNN_VERSION
 from mnist_pruning.neighbors import knn_graph
@@ -131,10 +131,8 @@ def screen_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarra
     if c.name == "none":
         return None
     flat = data.train_flat()
-    mean, components = pca_components(flat[pool], c.pca_dims)
     scored = holdout[: cfg.selector.search.proxy.eval_size]
-    x_pool = ((flat[pool] - mean) @ components).astype(np.float32)
-    x_hold = ((flat[scored] - mean) @ components).astype(np.float32)
+    x_pool, x_hold = pca_with(flat[pool], flat[scored], c.pca_dims)
     labels = data.train_labels.numpy()
     if c.name == "rbf":
         return rbf_screen(x_pool, labels[pool], x_hold, labels[scored], c.ridge)
@@ -148,12 +146,11 @@ def search_options(
     holdout: np.ndarray,
     path: list,
     device: torch.device,
-    screens: list | None = None,
+    screens: list,
 ) -> SearchOptions:
     """The search's settings, its proxy and its screen, built here (the selector knows no
     training loop): short trainings of the run's recipe on the pool rows of a candidate, scored
     on the holdout; each screen evaluation's seconds are appended to `screens`."""
-    screens = [] if screens is None else screens
     s = cfg.selector.search
     settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
     proxy = make_proxy(

@@ -108,21 +108,23 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
                 swaps.append((position, fresh[int(rng.integers(len(fresh)))]))
         if not swaps:
             continue
-        trials = []
-        for position, image in swaps:
-            trial = best.copy()
-            trial[position] = image
-            trials.append(trial)
-        new = trials[0]
-        if len(trials) > 1:
-            new = trials[int(np.argmax([float(s.screen(np.sort(t))) for t in trials]))]
-        position = int(np.flatnonzero(new != best)[0])
+        if len(swaps) > 1:
+            swaps = [swaps[int(np.argmax([float(s.screen(np.sort(_swapped(best, *w)))) for w in swaps]))]]
+        position = swaps[0][0]
+        new = _swapped(best, *swaps[0])
         score, better = evaluate(new)
         if better:
             kept.remove(int(best[position]))
             kept.add(int(new[position]))
             best, best_score = new, score
     return best
+
+
+def _swapped(subset: np.ndarray, position: int, image: int) -> np.ndarray:
+    """A copy of `subset` with `image` in place of the one at `position`."""
+    trial = subset.copy()
+    trial[position] = image
+    return trial
 
 
 def _candidates(
