@@ -1,6 +1,6 @@
 """Measure what makes a sweep fast, as ratios within one run of this script.
 
-    python benchmarks/bench.py                 # everything: over an hour on 2 cores (the proxy 49 min)
+    python benchmarks/bench.py                 # everything: hours on 2 cores (the proxy part 3-4 h)
     python benchmarks/bench.py --tiny          # seconds: checks that the script still works
     python benchmarks/bench.py --only proxy    # one part, merged into an existing --out file
 
@@ -19,10 +19,11 @@ module beside this script:
   location, EL2N, forgetting and the classifier embedding, facility location's peak memory;
 - newer (selection_bench.py): the same for probcover, ccs, moderate, grand and uncertainty at
   k = 10,000, and the contrastive embedding's fit;
-- proxy (proxy_bench.py): the search's proxy, seconds per evaluation and fidelity (Spearman
-  rank correlation with the full recipe's held-out accuracy over 24 subsets of k = 20), and the
-  same for the cheap screens of `mnist_pruning.screens` (RBF and NTK kernel ridge regression,
-  1-nearest-neighbour).
+- proxy (proxy_bench.py): the search's proxies (the first generation's and recipes of their
+  own) and the cheap screens of `mnist_pruning.screens` (RBF and NTK kernel ridge regression,
+  1-nearest-neighbour) at k = 10 and 20: seconds per evaluation and fidelity to the full
+  recipe's held-out accuracy over mixed subsets, within strong alike ones, and on pairs one swap
+  apart, beside the full recipe's own noise.
 """
 
 from __future__ import annotations

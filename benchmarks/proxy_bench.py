@@ -1,13 +1,26 @@
 """The search proxy's cost and fidelity, for benchmarks/bench.py (`--only proxy` runs it alone).
 
 Fidelity is what a search needs of its proxy: that it ranks candidate subsets as the full recipe
-would. Measured as the Spearman correlation, over the same candidates, between the proxy's score
-and the full recipe's accuracy, both on training images held out of the pool.
+would, where the search ranks them. Measured at each k (10 and 20) against the full recipe's
+held-out accuracy (the mean of `truth_seeds` trainings, on the holdout's second half; the proxies
+score on its first half), on three sets of class-balanced candidates:
+
+- `mixed`: subsets of very different quality (random within each class, herding on random halves
+  of each class): Spearman over all of them, as the first generation was chosen;
+- `group`: strong subsets that resemble each other (draws of one base, herding on class halves):
+  Spearman within them, where a search's best-of-draws works;
+- `pairs`: subsets one swap apart (an image for one of its 20 nearest same-class neighbours, the
+  search's move): the share of pairs a proxy orders as the full recipe's mean does.
+
+The full recipe's own noise is measured on the same sets: one of its trainings against the mean
+of the others. Seconds per evaluation beside each proxy; the screens' one-off setup apart.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -15,17 +28,34 @@ from common import MEAN, STD, config
 
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca, pca_with
+from mnist_pruning.model import build_model
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
 from mnist_pruning.subset import recipe_of
 from mnist_pruning.training import normalize, train
 
-PROXY_SETTINGS = [(300, 1), (600, 1), (600, 2), (1000, 2)]  # (steps, seeds) compared for fidelity
+# the proxies compared: the first generation's (the run's recipe cut short), then recipes of the
+# proxy's own (selector.search.proxy.*); each a ProxySettings over BASE
+BASE = dict(steps=1000, batch_size=64, seeds=2, augment=True)
+LIGHT = dict(strength=0.5, elastic=False)
+PROXIES: dict[str, dict] = {
+    "first generation: 1000 steps x 2 seeds, the recipe cut short": {},
+    "300 x 1": dict(steps=300, seeds=1),
+    "300 x 1, light maps": dict(steps=300, seeds=1, **LIGHT),
+    "300 x 1, plain": dict(steps=300, seeds=1, augment=False),
+    "200 x 1, adam 3e-3, light maps": dict(steps=200, seeds=1, optimizer="adam", lr=3e-3, **LIGHT),
+    "300 x 2, light maps": dict(steps=300, seeds=2, **LIGHT),
+    "300 x 1, light maps, lenet5 + mlp": dict(steps=300, seeds=1, models=("lenet5", "mlp"), **LIGHT),
+}
+TINY_PROXIES = {
+    "5 x 1": dict(steps=5, seeds=1),
+    "5 x 1, lenet5 + mlp": dict(steps=5, seeds=1, models=("lenet5", "mlp")),
+}
 SCREEN_RIDGE = 1e-3  # relative to the kernel's mean diagonal (mnist_pruning.screens)
 NTK_INITS = [0, 1, 2]
 
 
-def proxy_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
+def mixed_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
     """n subsets of k pool rows, all class-balanced, of the kinds a search compares: half drawn
     at random within each class, half herding's picks from random halves of each class."""
     from mnist_pruning.selectors.search import class_halves
@@ -41,134 +71,238 @@ def proxy_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[
     return out
 
 
-def bench_proxy(root: str, tiny: bool) -> dict:
-    """The search's proxy on this machine: per setting, seconds per evaluation, and its fidelity:
-    the Spearman correlation, over the same candidates, between the proxy's score (on the first
-    half of a 10,000-image holdout) and the accuracy of the full recipe trained on the candidate
-    (on the holdout's other half), both from training images only."""
+def group_candidates(x: np.ndarray, labels: np.ndarray, k: int, n: int) -> list[np.ndarray]:
+    """n draws of one strong base (herding on random halves of each class): alike, all strong."""
+    from mnist_pruning.selectors.search import class_halves
+
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        rows = class_halves(labels, rng)
+        out.append(np.sort(rows[select("herding", x[rows], labels[rows], k, 100 + i, Options(balance=True))]))
+    return out
+
+
+def swapped_pairs(
+    x: np.ndarray, labels: np.ndarray, starts: list[np.ndarray], per_start: int, width: int = 20
+) -> list[tuple[int, np.ndarray]]:
+    """(start index, subset): each start with one image swapped for one of its `width` nearest
+    same-class neighbours not in it, `per_start` times (the search's move)."""
+    rng = np.random.default_rng(2)
+    out = []
+    for s, start in enumerate(starts):
+        for _ in range(per_start):
+            position = int(rng.integers(len(start)))
+            i = int(start[position])
+            members = np.flatnonzero(labels == labels[i])
+            near = members[np.argsort(((x[members] - x[i]) ** 2).sum(1), kind="stable")]
+            fresh = [int(j) for j in near[1 : width + 1] if j not in set(start.tolist())]
+            trial = start.copy()
+            trial[position] = fresh[int(rng.integers(len(fresh)))]
+            out.append((s, np.sort(trial)))
+    return out
+
+
+def _truth(args: tuple) -> tuple[float, float]:
+    """One full-recipe training of a candidate (a worker process, one thread): held-out accuracy, seconds."""
+    root, k, tiny, rows, holdout, seed = args
+    torch.set_num_threads(1)
+    data = load_mnist(root)
+    full = recipe_of(config([f"k={k}"] + (["train.steps=10"] if tiny else [])))
+    held = {"val": (normalize(data.train_images[holdout], MEAN, STD), data.train_labels[holdout])}
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    res = train(
+        normalize(data.train_images[idx], MEAN, STD),
+        data.train_labels[idx],
+        held,
+        full,
+        seed,
+        torch.device("cpu"),
+        progress=False,
+    )
+    return res.metrics["val_acc"], res.train_seconds
+
+
+def _spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
+    return float(spearmanr(a, b).statistic)
+
+
+def bench_proxy(root: str, tiny: bool) -> dict:
+    """Per k, every proxy and screen: seconds per evaluation, Spearman over the mixed and within
+    the group, pair agreement; the truth's own noise on the same sets."""
     data = load_mnist(root)
-    k, n, holdout_size = (20, 4, 600) if tiny else (20, 24, 10_000)
+    holdout_size = 600 if tiny else 10_000
     perm = np.random.default_rng(0).permutation(len(data.train_labels))
     holdout, pool = perm[:holdout_size], np.sort(perm[holdout_size:])
     labels = data.train_labels.numpy()
     x = pca(data.train_flat()[pool], 50)
-    candidates = proxy_candidates(x, labels[pool], k, n)
-    cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
-    full = recipe_of(cfg)
     half = holdout_size // 2
-    second = {
-        "val": (normalize(data.train_images[holdout[half:]], MEAN, STD), data.train_labels[holdout[half:]])
-    }
-    accs, full_seconds = [], []
-    for rows in candidates:
-        idx = torch.as_tensor(pool[rows], dtype=torch.long)
-        res = train(
-            normalize(data.train_images[idx], MEAN, STD),
-            data.train_labels[idx],
-            second,
-            full,
-            0,
-            torch.device("cpu"),
-            progress=False,
+    n_mixed, n_group, n_starts, per_start, truth_seeds = (4, 3, 2, 2, 2) if tiny else (24, 12, 4, 5, 3)
+    sizes = [10] if tiny else [10, 20]
+    out = {"holdout": holdout_size, "truth_seeds": truth_seeds, "sizes": []}
+    for k in sizes:
+        mixed = mixed_candidates(x, labels[pool], k, n_mixed)
+        group = group_candidates(x, labels[pool], k, n_group)
+        starts = group[:n_starts]
+        pairs = swapped_pairs(x, labels[pool], starts, per_start)
+        subsets = mixed + group + [p for _, p in pairs]
+        jobs = [
+            (root, k, tiny, pool[s], holdout[half:], seed) for s in subsets for seed in range(truth_seeds)
+        ]
+        with ProcessPoolExecutor(max_workers=2) as ex:
+            results = list(ex.map(_truth, jobs))
+        truths = np.array([r[0] for r in results]).reshape(len(subsets), truth_seeds)
+        full_seconds = [r[1] for r in results]
+        sets = _sets(len(mixed), len(group), n_starts, pairs)
+        rows = [
+            _fidelity(
+                "the full recipe: one training vs the mean of the others",
+                sets,
+                truths[:, 0],
+                truths[:, 1:].mean(1),
+                float(np.median(full_seconds)),
+                0.0,
+            )
+        ]
+        cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
+        full = recipe_of(cfg)
+        truth = truths.mean(1)
+        for name, over in (TINY_PROXIES if tiny else PROXIES).items():
+            settings = ProxySettings(**{**BASE, "eval_size": half, **over})
+            score = make_proxy(
+                data.train_images,
+                data.train_labels,
+                pool,
+                holdout,
+                full,
+                settings,
+                proxy_seeds(0, settings.seeds),
+                MEAN,
+                STD,
+                torch.device("cpu"),
+                [lambda m=m: build_model(m) for m in settings.models],
+            )
+            rows.append(_scored(name, score, subsets, sets, truth, 0.0))
+        for name, score, setup in _screens(
+            data, pool, holdout[:half], x, subsets, NTK_INITS[:1] if tiny else NTK_INITS
+        ):
+            rows.append(_scored(name, score, subsets, sets, truth, setup))
+        out["sizes"].append(
+            {
+                "k": k,
+                "mixed": len(mixed),
+                "group": len(group),
+                "pairs": len(pairs),
+                "full_recipe_steps": full.steps,
+                "full_recipe_seconds_median": float(np.median(full_seconds)),
+                "truth_range_mixed": [float(truth[sets["mixed"]].min()), float(truth[sets["mixed"]].max())],
+                "truth_range_group": [float(truth[sets["group"]].min()), float(truth[sets["group"]].max())],
+                "proxies": rows,
+            }
         )
-        accs.append(res.metrics["val_acc"])
-        full_seconds.append(res.train_seconds)
-    rows_out = []
-    for steps, seeds in [(5, 1), (5, 2)] if tiny else PROXY_SETTINGS:
-        settings = ProxySettings(steps=steps, batch_size=64, seeds=seeds, eval_size=half, augment=True)
-        score = make_proxy(
-            data.train_images,
-            data.train_labels,
-            pool,
-            holdout,
-            full,
-            settings,
-            proxy_seeds(0, seeds),
-            MEAN,
-            STD,
-            torch.device("cpu"),
-        )
-        start = time.perf_counter()
-        scores = [score(rows) for rows in candidates]
-        seconds = (time.perf_counter() - start) / len(candidates)
-        rho = float(spearmanr(scores, accs).statistic)
-        rows_out.append({"steps": steps, "seeds": seeds, "seconds_per_evaluation": seconds, "spearman": rho})
-    screens = bench_screens(
-        data, pool, holdout[:half], x, candidates, accs, NTK_INITS[:1] if tiny else NTK_INITS
-    )
+        first = rows[1]["seconds_per_evaluation"]  # the first generation's proxy
+        for r in rows[1:]:
+            r["cheaper_than_first_generation"] = first / max(r["seconds_per_evaluation"], 1e-9)
+    return out
+
+
+def _sets(n_mixed: int, n_group: int, n_starts: int, pairs: list) -> dict:
+    """Positions in the list of subsets: the mixed, the group, and each pair as (start, swapped)."""
+    first_pair = n_mixed + n_group
     return {
-        "k": k,
-        "subsets": n,
-        "full_recipe_steps": full.steps,
-        "full_recipe_seconds_median": float(np.median(full_seconds)),
-        "full_recipe_acc_range": [float(min(accs)), float(max(accs))],
-        "settings": rows_out,
-        "screens": screens,
+        "mixed": np.arange(n_mixed),
+        "group": np.arange(n_mixed, first_pair),
+        "pairs": [(n_mixed + s, first_pair + i) for i, (s, _) in enumerate(pairs)],
     }
 
 
-def bench_screens(data, pool, scored, x_pool, candidates, truths, inits: list[int]) -> list[dict]:
-    """The cheap screens (mnist_pruning.screens) on the same candidates and the same scored
-    half of the holdout as the proxies: seconds per evaluation (the NTK's one-off kernels apart)
-    and Spearman against the full recipe. The PCA-50 embedding here is the pool's, and the
-    holdout is projected on the pool's components."""
-    from scipy.stats import spearmanr
+def _fidelity(
+    name: str, sets: dict, scores: np.ndarray, truth: np.ndarray, seconds: float, setup: float
+) -> dict:
+    pair_agree = [
+        0.5
+        if scores[b] == scores[a]
+        else float(np.sign(scores[b] - scores[a]) == np.sign(truth[b] - truth[a]))
+        for a, b in sets["pairs"]
+    ]
+    return {
+        "proxy": name,
+        "seconds_per_evaluation": seconds,
+        "setup_seconds": setup,
+        "spearman_mixed": _spearman(scores[sets["mixed"]], truth[sets["mixed"]]),
+        "spearman_group": _spearman(scores[sets["group"]], truth[sets["group"]]),
+        "pair_agreement": float(np.mean(pair_agree)),
+    }
 
+
+def _scored(
+    name: str,
+    score: Callable[[np.ndarray], float],
+    subsets: list,
+    sets: dict,
+    truth: np.ndarray,
+    setup: float,
+) -> dict:
+    start = time.perf_counter()
+    scores = np.array([score(rows) for rows in subsets])
+    seconds = (time.perf_counter() - start) / len(subsets)
+    return _fidelity(name, sets, scores, truth, seconds, setup)
+
+
+def _screens(data, pool, scored, x_pool, subsets, inits: list[int]) -> list[tuple[str, Callable, float]]:
+    """The cheap screens (mnist_pruning.screens) on the proxies' scored half of the holdout: the
+    PCA-50 embedding is the pool's, the holdout projected on its components; the NTK's setup is
+    the holdout's gradients and every candidate image's, once."""
     from mnist_pruning.model import LeNet5
     from mnist_pruning.screens import nn_screen, ntk_screen, rbf_screen
 
     labels = data.train_labels.numpy()
     flat = data.train_flat()
     x_hold = pca_with(flat[pool], flat[scored], x_pool.shape[1])[1]
-    cand = np.unique(np.concatenate(candidates))
     images = normalize(data.train_images, MEAN, STD)
     start = time.perf_counter()
     ntk = ntk_screen(
         LeNet5,
-        images[pool[cand]],
-        cand,
+        lambda rows: images[pool[rows]],
         labels[pool],
         images[scored],
         labels[scored],
         inits,
         SCREEN_RIDGE,
     )
+    ntk(np.unique(np.concatenate(subsets)))
     setup = time.perf_counter() - start
-    out = []
-    for name, screen, setup_seconds in [
+    return [
         ("rbf-krr on pca50", rbf_screen(x_pool, labels[pool], x_hold, labels[scored], SCREEN_RIDGE), 0.0),
         ("1-nn on pca50", nn_screen(x_pool, labels[pool], x_hold, labels[scored]), 0.0),
         (f"ntk-krr, lenet5 at init x {len(inits)}", ntk, setup),
-    ]:
-        start = time.perf_counter()
-        scores = [screen(rows) for rows in candidates]
-        seconds = (time.perf_counter() - start) / len(candidates)
-        rho = float(spearmanr(scores, truths).statistic)
-        out.append(
-            {
-                "screen": name,
-                "seconds_per_evaluation": seconds,
-                "setup_seconds": setup_seconds,
-                "spearman": rho,
-            }
-        )
-    return out
+    ]
 
 
 def proxy_table(p: dict) -> list[str]:
-    lines = []
-    for r in p["settings"]:
-        lines.append(
+    if "sizes" not in p:  # results written by the first generation's bench
+        return [
             f"| search proxy, {r['steps']} steps x {r['seeds']} seeds, k={p['k']}: seconds per evaluation, "
             f"Spearman vs the full recipe over {p['subsets']} subsets | {r['seconds_per_evaluation']:.1f} s, "
             f"{r['spearman']:.2f} |"
-        )
-    for r in p.get("screens", []):  # results written before the screens have none
-        lines.append(
-            f"| screen, {r['screen']}, k={p['k']}: seconds per evaluation (setup), Spearman vs the full "
-            f"recipe over {p['subsets']} subsets | {r['seconds_per_evaluation'] * 1000:.1f} ms "
-            f"({r['setup_seconds']:.0f} s), {r['spearman']:.2f} |"
-        )
+            for r in p["settings"]
+        ]
+    lines = []
+    for s in p["sizes"]:
+        for r in s["proxies"]:
+            cost = (
+                f"{r['seconds_per_evaluation']:.2f} s"
+                if r["seconds_per_evaluation"] >= 0.1
+                else (f"{r['seconds_per_evaluation'] * 1000:.1f} ms")
+            )
+            setup = f" ({r['setup_seconds']:.0f} s setup)" if r["setup_seconds"] else ""
+            if "cheaper_than_first_generation" in r:
+                setup += f", {r['cheaper_than_first_generation']:,.0f}x cheaper than the first generation"
+            lines.append(
+                f"| k={s['k']}, {r['proxy']}: seconds per evaluation; Spearman over {s['mixed']} mixed, "
+                f"within {s['group']} alike; pairs ordered right of {s['pairs']} | {cost}{setup}; "
+                f"{r['spearman_mixed']:.2f}, {r['spearman_group']:.2f}; {r['pair_agreement']:.2f} |"
+            )
     return lines

@@ -48,12 +48,19 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
     assert all(r["k"] == 20 and r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in newer["methods"])
     assert newer["contrastive"]["pool"] == 2000 and newer["contrastive"]["epochs"] == 1
     assert newer["contrastive"]["cold_seconds"] > newer["contrastive"]["warm_seconds"]  # the fit was cached
-    proxy = results["proxy"]
-    assert proxy["subsets"] == 4 and [r["seeds"] for r in proxy["settings"]] == [1, 2]
-    assert all(r["seconds_per_evaluation"] > 0 for r in proxy["settings"])
-    screens = [r["screen"] for r in proxy["screens"]]
-    assert screens == ["rbf-krr on pca50", "1-nn on pca50", "ntk-krr, lenet5 at init x 1"]
-    assert all(r["seconds_per_evaluation"] > 0 for r in proxy["screens"])
+    (proxy,) = results["proxy"]["sizes"]
+    assert (proxy["k"], proxy["mixed"], proxy["group"], proxy["pairs"]) == (10, 4, 3, 4)
+    names = [r["proxy"] for r in proxy["proxies"]]
+    assert names == [
+        "the full recipe: one training vs the mean of the others",
+        "5 x 1",
+        "5 x 1, lenet5 + mlp",
+        "rbf-krr on pca50",
+        "1-nn on pca50",
+        "ntk-krr, lenet5 at init x 1",
+    ]
+    assert all(r["seconds_per_evaluation"] > 0 for r in proxy["proxies"][1:])
+    assert all(0 <= r["pair_agreement"] <= 1 for r in proxy["proxies"])
 
 
 def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):
@@ -63,7 +70,7 @@ def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):
     bench.main(["--tiny", "--only", "proxy", "--root", str(mnist_root), "--out", str(out)])
     written = json.loads(out.read_text())
     assert set(written) == {"training", "proxy"} and written["training"] == {"kept": 1}
-    assert "stale" not in written["proxy"] and written["proxy"]["subsets"] == 4
+    assert "stale" not in written["proxy"] and written["proxy"]["sizes"][0]["mixed"] == 4
 
 
 def test_projected_steps_are_the_composed_configs_steps(bench):

@@ -152,6 +152,14 @@ def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
     `validate`."""
     from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
 
+    if "tune" in OmegaConf.load(REPO / f"conf/experiment/{name}.yaml"):  # a study of the tuner's
+        from mnist_pruning.tune import check
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            dims = check(compose("tune", overrides=[f"+experiment={name}"]))
+        assert dims and all(key.startswith("train.") for key in dims)
+        return
     cfg = make_cfg(f"+experiment={name}")
     validate(cfg)
     grids = OmegaConf.select(OmegaConf.load(REPO / f"conf/experiment/{name}.yaml"), "hydra.sweeper.grids")
@@ -186,6 +194,51 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept
+
+
+def test_tiny_is_small_said_once_and_an_override_of_tiny_changes_tiny_alone(make_cfg):
+    from mnist_pruning.config import RegimeConfig
+
+    regimes = make_cfg("k=20").train.regimes
+    fields = list(RegimeConfig.__dataclass_fields__)
+    assert all(regimes.tiny[f] == regimes.small[f] for f in fields)
+    text = (REPO / "conf/train/default.yaml").read_text()
+    tiny = OmegaConf.load(REPO / "conf/train/default.yaml").regimes.tiny
+    assert all(OmegaConf.is_interpolation(tiny, f) for f in fields) and "${..small." in text
+    own = make_cfg("k=20", "train.regimes.tiny.steps=2000").train
+    assert (own.steps, own.regimes.small.steps, own.lr) == (2000, regimes.small.steps, regimes.small.lr)
+    both = make_cfg("k=20", "train.regimes.small.weight_decay=1e-3").train
+    assert both.weight_decay == both.regimes.small.weight_decay == 1e-3
+
+
+def test_the_large_end_experiment_composes_to_the_runs_it_lists():
+    from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
+
+    grids = OmegaConf.load(REPO / "conf/experiment/large_end.yaml").hydra.sweeper.grids
+    jobs = [dict(o.split("=", 1) for o in job) for job in expand(OmegaConf.to_container(grids), [])]
+    assert len(jobs) == 5 + 8 * 6 * 5
+    sizes = {"1000", "1500", "2000", "3000", "5000", "10000"}
+    assert [j["seed"] for j in jobs if j["selector"] == "full"] == ["0", "1", "2", "3", "4"]
+
+    def curve(j):
+        extra = j.get("selector.difficulty") or j.get("selector.keep") or j.get("selector.balance")
+        return j["selector"], extra, j.get("selector.measure")
+
+    curves = {}
+    for j in jobs:
+        if j["selector"] != "full":
+            curves.setdefault(curve(j), set()).add((j["k"], j["seed"]))
+    assert set(curves) == {
+        ("random", "False", None),
+        ("random", "True", None),
+        ("ccs", "el2n", None),
+        ("ccs", "forgetting", None),
+        ("forgetting", "hard", None),
+        ("el2n", "hard", None),
+        ("grand", "hard", None),
+        ("uncertainty", "hard", "least_confidence"),
+    }
+    assert all(runs == {(k, str(s)) for k in sizes for s in range(5)} for runs in curves.values())
 
 
 def test_a_launcher_without_its_plugin_is_one_line_naming_the_extra(monkeypatch):

@@ -42,6 +42,17 @@ def test_a_run_id_trains_that_runs_subset(tmp_path, run_env):
     assert np.array_equal(_kept(fixed.run_id), _kept(source.run_id))
     assert fixed["tags.subset"] == source["tags.subset"] and fixed["params.model.name"] == "convnet3"
     assert fixed["tags.mlflow.runName"] == "fixed-k20-convnet3-s0"
+    # by name: the latest finished run of that name in that experiment
+    import mlflow
+
+    experiment = mlflow.MlflowClient(run_env["MLFLOW_TRACKING_URI"]).get_experiment(source.experiment_id).name
+    named = ["selector=fixed", f"selector.run={experiment}/random-k20-s4", "k=20", "model=mlp", *FAST]
+    res = run_train(named, tmp_path, run_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    mlp = search_runs(tmp_path).query("`params.model.name` == 'mlp'").iloc[0]
+    assert np.array_equal(_kept(mlp.run_id), _kept(source.run_id))
+    res = run_train(["selector=fixed", f"selector.run={experiment}/random-k20-s9", "k=20"], tmp_path, run_env)
+    assert res.returncode == 2 and "no finished run named 'random-k20-s9'" in res.stderr + res.stdout
 
 
 @pytest.mark.parametrize(

@@ -81,17 +81,24 @@ def test_rbf_and_nearest_neighbour_screens_score_candidates_on_the_holdout():
     assert rbf_screen(x, y, xh, yh, ridge=1e-3, gamma=g)(good) == expected
 
 
-def test_the_ntk_screen_scores_candidate_rows_and_refuses_others():
+def test_the_ntk_screen_is_krr_on_the_ntk_and_computes_each_image_once():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 28, 28, generator=gen)
     y = np.array([0, 1, 0, 1, 0, 1, 0, 1])
     xh, yh = x[:4] + 0.01 * torch.randn(4, 1, 28, 28, generator=gen), y[:4]
-    candidates = np.array([10, 11, 12, 13, 14, 15, 16, 17])  # pool rows of the 8 images
     y_pool = np.zeros(20, dtype=np.int64)
-    y_pool[candidates] = y
-    screen = ntk_screen(LeNet5, x, candidates, y_pool, xh, yh, inits=[0], ridge=1e-6)
-    # the holdout images are near copies of candidates 10..13: a subset holding them gets them right
+    y_pool[10:18] = y  # pool rows 10..17 are the 8 images
+    asked: list[int] = []
+
+    def images(rows: np.ndarray) -> torch.Tensor:
+        asked.extend(rows.tolist())
+        return x[torch.as_tensor(rows - 10)]
+
+    screen = ntk_screen(LeNet5, images, y_pool, xh, yh, inits=[0, 1], ridge=1e-6)
+    # the holdout images are near copies of rows 10..13: a subset holding them gets them right
     assert screen(np.array([10, 11, 12, 13])) == 1.0
-    assert screen(np.array([10, 11])) == screen(np.array([10, 11]))  # deterministic
-    with pytest.raises(ValueError, match="pool row 3 is not among"):
-        screen(np.array([3, 10]))
+    rows = np.array([10, 11, 14, 17])
+    kernel = ntk_kernel(LeNet5, torch.cat([xh, x[rows - 10]]), x[rows - 10], [0, 1])
+    pred = krr_predict(kernel[4:], kernel[:4], torch.as_tensor(y[rows - 10]), 2, 1e-6)
+    assert screen(rows) == float((pred.argmax(1).numpy() == yh).mean())
+    assert sorted(asked) == [10, 11, 12, 13, 14, 17]  # each image's gradients once

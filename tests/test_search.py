@@ -205,11 +205,76 @@ def test_a_screened_search_judges_the_draws_and_swaps_its_screen_ranks_best():
 
 def test_a_bad_screen_setting_is_one_line():
     with pytest.raises(
-        ConfigError, match=r"selector.search.screen.name='ntk' is not allowed: one of none, rbf, nn"
+        ConfigError, match=r"selector.search.screen.name='krr' is not allowed: one of none, rbf, nn, ntk"
     ):
-        validate(search_cfg("selector.search.screen.name=ntk"))
+        validate(search_cfg("selector.search.screen.name=krr"))
     with pytest.raises(ConfigError, match=r"selector.search.screen.swaps=0 is not allowed"):
         validate(search_cfg("selector.search.screen.swaps=0"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "selector.search.proxy.optimizer=lbfgs",
+            r"proxy.optimizer='lbfgs' is not allowed: null .* sgd, adam",
+        ),
+        ("selector.search.proxy.lr=0", r"proxy.lr=0.0 is not allowed"),
+        (
+            "selector.search.proxy.models=[lenet5,resnet]",
+            r"proxy.models=\['lenet5', 'resnet'\] is not allowed",
+        ),
+        ("selector.search.bases=[full]", r"bases='full' is not allowed: rule or rule@embedding, rule one of"),
+        ("selector.search.bases=[typical@umap]", r"bases='typical@umap' is not allowed: .* autoencoder"),
+        ("selector.search.shortlist=-1", r"shortlist=-1 is not allowed"),
+        ("selector.search.bases=[random,el2n]", r"draws=2 is not allowed: an integer >= 3"),
+        ("selector.search.screen.eval_size=20000", r"screen.eval_size=20000 is not allowed"),
+        ("train.optimizer=rmsprop", r"train.optimizer='rmsprop' is not allowed: one of sgd, adam"),
+    ],
+)
+def test_a_bad_multi_fidelity_setting_is_one_line(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(search_cfg(override))
+
+
+def test_a_portfolio_alternates_its_rules_each_first_on_the_whole_pool():
+    x, labels = toy(n_per_class=12)
+    calls = []
+
+    def rule(name):
+        def draw(rows, n, seed):
+            calls.append((name, len(rows), seed))
+            per = n // 10
+            return np.concatenate([rows[labels[rows] == c][:per] for c in range(10)])
+
+        return draw
+
+    picked, trace = searched(x, labels, 10, noisy, draws=5, evaluations=5, bases=(rule("a"), rule("b")))
+    # draws: herding (the base), a, b on the whole pool with the run's seed; herding, a on class halves
+    assert [c[0] for c in calls] == ["a", "b", "a"]
+    assert [c[1] for c in calls] == [120, 120, 60] and calls[0][2] == calls[1][2] == 0 != calls[2][2]
+    assert len(trace) == 5 and len(picked) == 10
+
+
+def test_the_shortlist_rescores_the_best_distinct_subsets_and_picks_by_both():
+    x, labels = toy()
+    rescored = []
+
+    def rescore(subset):
+        rescored.append(tuple(subset.tolist()))
+        return 1.0 - noisy(subset)  # disagrees with the proxy: the pick is no longer the proxy's best
+
+    settings = dict(draws=4, evaluations=12)
+    plain, trace = searched(x, labels, 10, noisy, **settings)
+    listed, trace2 = searched(
+        x, labels, 10, noisy, shortlist=3, rescore=rescore, rescore_weight=0.5, **settings
+    )
+    assert trace == trace2 and len(rescored) == 3 and len(set(rescored)) == 3
+    assert max(trace, key=lambda t: t[1])[1] == noisy(np.sort(plain))  # without it, the proxy's best
+    combined = {r: 0.5 * noisy(np.array(r)) + 0.5 * (1 - noisy(np.array(r))) for r in rescored}
+    assert tuple(np.sort(listed).tolist()) == max(combined, key=combined.get)
+    top3 = sorted({t[1] for t in trace}, reverse=True)[:3]
+    assert sorted(noisy(np.array(r)) for r in rescored) == sorted(top3)
 
 
 def test_a_tiny_screened_search_runs_from_the_command_line(tmp_path, run_env):
@@ -224,3 +289,86 @@ def test_a_tiny_screened_search_runs_from_the_command_line(tmp_path, run_env):
     assert run["status"] == "FINISHED" and run["metrics.search_evaluations"] == 3
     assert run["metrics.screen_evaluations"] == 5 + 4  # 5 draws screened, then 4 for the one swap judged
     assert run["metrics.screen_seconds"] > 0 and run["params.selector.search.screen.name"] == "rbf"
+
+
+def test_a_tiny_multi_fidelity_search_runs_from_the_command_line(tmp_path, run_env):
+    stages = [
+        "selector.search.draws=4",
+        "selector.search.evaluations=5",
+        "selector.search.screen.name=ntk",
+        "selector.search.screen.eval_size=200",
+        "selector.search.screen.draws=5",
+        "selector.search.screen.swaps=3",
+        "selector.search.bases=[random,herding@pca]",
+        "selector.search.shortlist=2",
+        "selector.search.shortlist_seeds=1",
+        "selector.search.proxy.models=[lenet5,mlp]",
+        "selector.search.proxy.optimizer=adam",
+        "selector.search.proxy.lr=0.003",
+        "selector.search.proxy.strength=0.5",
+        "selector.search.proxy.elastic=false",
+    ]
+    res = run_train([*TINY_SEARCH, *stages], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    (run,) = search_runs(tmp_path).to_dict("records")
+    assert run["status"] == "FINISHED" and run["metrics.search_evaluations"] == 5
+    assert run["metrics.train_size"] == 20
+    # 5 draws: the 3 rules' own judged unscreened, the screen's best of the other 2; then the
+    # one swap judged, the best of 3 screened
+    assert run["metrics.screen_evaluations"] == 2 + 3
+    assert run["metrics.shortlist_evaluations"] == 2 and run["metrics.shortlist_seconds"] > 0
+    assert run["params.selector.search.proxy.models"] == "['lenet5', 'mlp']"
+
+
+def test_the_proxys_own_recipe_replaces_the_runs_where_set_and_only_there():
+    from mnist_pruning.proxy import ProxySettings, proxy_recipe
+    from mnist_pruning.subset import recipe_of
+
+    run = recipe_of(search_cfg())
+    base = dict(steps=300, batch_size=32, seeds=1, eval_size=100, augment=True)
+    cut = proxy_recipe(run, ProxySettings(**base))
+    assert (cut.lr, cut.weight_decay, cut.optimizer) == (run.lr, run.weight_decay, run.optimizer)
+    assert (cut.aug_rotate, cut.elastic_alpha, cut.steps, cut.batch_size) == (
+        run.aug_rotate,
+        run.elastic_alpha,
+        300,
+        32,
+    )
+    own = proxy_recipe(
+        run,
+        ProxySettings(**base, optimizer="adam", lr=3e-3, weight_decay=0.0, strength=0.5, elastic=False),
+    )
+    assert (own.optimizer, own.lr, own.weight_decay) == ("adam", 3e-3, 0.0)
+    assert own.aug_rotate == run.aug_rotate / 2 and own.aug_scale == run.aug_scale / 2
+    assert own.elastic_alpha == 0.0 and own.label_smoothing == run.label_smoothing
+
+
+def test_a_proxy_over_trainers_is_the_mean_with_the_same_seeds_under_each(small_mnist, monkeypatch):
+    from mnist_pruning.model import MLP, LeNet5
+    from mnist_pruning.proxy import ProxySettings, make_proxy
+    from mnist_pruning.subset import recipe_of
+
+    calls = []
+
+    def fake_train(x, y, evals, recipe, seed, device, progress=True, model=LeNet5):
+        calls.append((model, seed))
+        acc = {LeNet5: 0.9, MLP: 0.5}[model] + seed * 1e-6
+        return type("R", (), {"metrics": {"val_acc": acc}})()
+
+    monkeypatch.setattr(proxy_module, "train", fake_train)
+    settings = ProxySettings(steps=5, batch_size=8, seeds=2, eval_size=50, augment=False)
+    score = make_proxy(
+        small_mnist.train_images,
+        small_mnist.train_labels,
+        np.arange(1000),
+        np.arange(1000, 1100),
+        recipe_of(search_cfg()),
+        settings,
+        [3, 7],
+        0.13,
+        0.31,
+        torch.device("cpu"),
+        [LeNet5, MLP],
+    )
+    assert score(np.arange(10)) == pytest.approx(0.7 + 5e-6)
+    assert calls == [(LeNet5, 3), (LeNet5, 7), (MLP, 3), (MLP, 7)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from mnist_pruning.data import N_TRAIN
 from mnist_pruning.dsa import DcAugParams, DsaParams
@@ -146,6 +146,16 @@ class ProxyConfig:
     seeds: int = 2  # trainings per candidate, their seeds drawn from the run's seed
     eval_size: int = 5000  # held-out images each candidate is scored on
     augment: bool = True  # the run's regime's augmentation (False: plain images)
+    # the proxy's own recipe: null takes the run's regime's value, so that at these defaults the
+    # proxy is the run's recipe cut short (the first-generation search's)
+    optimizer: str | None = None  # sgd or adam (AdamW)
+    lr: float | None = None
+    weight_decay: float | None = None
+    strength: float = 1.0  # the maps' rotation, translation, scale and elastic alpha x this (light: < 1)
+    elastic: bool = True  # false: affine maps only
+    # the trainers a candidate's score is the mean over, the same seeds under each: networks of
+    # conf/model at their defaults (lenet5, mlp, convnet3), whatever network the run trains
+    models: list[str] = field(default_factory=lambda: ["lenet5"])
 
 
 @dataclass
@@ -153,13 +163,14 @@ class ScreenConfig:
     """A cheap screen (mnist_pruning.screens) that ranks candidates before the proxy judges them:
     a search of many candidates at the proxy's cost of a few. At the defaults, no screen."""
 
-    name: str = (
-        "none"  # none, rbf (kernel ridge regression) or nn (1-nearest-neighbour), on PCA of the pixels
-    )
+    # none; rbf (kernel ridge regression) or nn (1-NN) on PCA of the pixels; ntk (KRR, LeNet-5's NTK)
+    name: str = "none"
     draws: int = 0  # base subsets screened; the base's own and the best draws - 1 go to the proxy
     swaps: int = 1  # random swaps screened for each swap the proxy judges (1: none screened)
     ridge: float = 1.0e-3  # rbf: relative to the kernel's mean diagonal
     pca_dims: int = 50  # the PCA (fit on the pool) the screen sees the pool and the holdout in
+    inits: int = 1  # ntk: the initialisations the kernel is averaged over
+    eval_size: int | None = None  # held-out images the screen scores on; null: the proxy's eval_size
 
 
 @dataclass
@@ -175,6 +186,11 @@ class SearchConfig:
     width: int = 20  # neighbours of an image, or extra images per class ranked by the base
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
+    # a portfolio: more base rules the draws alternate with selector.base, "rule" (on the run's
+    # embedding) or "rule@embedding" (conf/embedding); [] : selector.base alone
+    bases: list[str] = field(default_factory=list)
+    shortlist: int = 0  # the best M subsets the proxy judged, scored again with shortlist_seeds new seeds
+    shortlist_seeds: int = 2
 
 
 @dataclass
@@ -261,6 +277,7 @@ class TrainConfig:
     lr_decay: float = 0.1
     reset_momentum: bool = False  # at each decay (the benchmark's code makes a new optimizer)
     augmentation: str = "maps"  # the regime's affine + elastic maps, or the benchmark's dsa, or dc
+    optimizer: str = "sgd"  # SGD with momentum (nesterov above); adam: AdamW (a search's proxy may use it)
     dsa: DsaParams = field(default_factory=DsaParams)
     dc_aug: DcAugParams = field(default_factory=DcAugParams)  # augmentation=dc: the DC paper's
 
@@ -371,6 +388,24 @@ class ReportConfig:
     sweep: str | None = None  # only the runs of this sweep (its directory or parent run id)
     archive: list[str] = field(default_factory=list)  # runs.csv files whose runs the store lacks
     subsets: bool = False  # also write each distinct subset trained as out_dir/subsets/<digest>.txt
+
+
+def embedding_config(root: DictConfig, name: str) -> DictConfig:
+    """`root` with its embedding replaced by conf/embedding/NAME.yaml over its schema, resolved
+    against `root` (a search's portfolio base on another embedding than the run's); a name with
+    no file is a ConfigError."""
+    path = CONF_DIR / "embedding" / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ConfigError(f"embedding {name!r} (in selector.search.bases) is unknown: one of {names}")
+    node = OmegaConf.load(path)
+    schema = {"base_contrastive": ContrastiveEmbeddingConfig}.get(
+        node.pop("defaults", [None])[0], EmbeddingConfig
+    )
+    out = root.copy()
+    with open_dict(out):
+        out.embedding = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return out
 
 
 def register_configs() -> None:

@@ -1,6 +1,7 @@
 """Subsets chosen elsewhere (`selector=fixed`): indices into the 60,000 training images read from
 a file (.npy, or whitespace-separated integers as text) or from an MLflow run's
-`selected_indices.npy`, checked before any data is read. So a subset chosen by another tool, or
+`selected_indices.npy` (by id, or as EXPERIMENT/RUN_NAME: the latest finished run of that name),
+checked before any data is read. So a subset chosen by another tool, or
 by this one under LeNet-5, trains under any model and recipe."""
 
 from __future__ import annotations
@@ -28,11 +29,33 @@ def _from_file(path: str) -> np.ndarray:
     return np.asarray(values)
 
 
+def _named_run(client, spec: str, tracking_uri: str) -> str:
+    """The id of the latest finished run named NAME in EXPERIMENT (`spec` EXPERIMENT/NAME): so
+    an experiment's grid can name the runs whose subsets it trains before their ids exist."""
+    experiment, _, name = spec.partition("/")
+    found = client.get_experiment_by_name(experiment)
+    runs = (
+        []
+        if found is None
+        else client.search_runs(
+            [found.experiment_id],
+            f"tags.mlflow.runName = '{name}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    )
+    if not runs:
+        raise ConfigError(f"selector.run={spec}: no finished run named {name!r} in experiment {experiment!r}")
+    return runs[0].info.run_id
+
+
 def _from_run(run_id: str, tracking_uri: str) -> np.ndarray:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(tracking_uri)
+    if "/" in run_id:
+        run_id = _named_run(client, run_id, tracking_uri)
     try:
         client.get_run(run_id)
     except MlflowException:

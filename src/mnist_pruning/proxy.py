@@ -7,12 +7,14 @@ between two candidates' scores is theirs, not the draw of initial weights or aug
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch import nn
 
+from mnist_pruning.model import LeNet5
 from mnist_pruning.training import Recipe, normalize, train
 
 
@@ -20,15 +22,21 @@ from mnist_pruning.training import Recipe, normalize, train
 class ProxySettings:
     steps: int
     batch_size: int
-    seeds: int  # trainings per candidate
+    seeds: int  # trainings per candidate (per trainer)
     eval_size: int  # held-out images scored
     augment: bool  # the recipe's augmentation, or plain images
+    optimizer: str | None = None  # None: the run's recipe's
+    lr: float | None = None
+    weight_decay: float | None = None
+    strength: float = 1.0  # the maps' strength
+    elastic: bool = True  # elastic fields on top of the affine maps
+    models: tuple[str, ...] = ("lenet5",)  # the trainers a score is the mean over (model.MODELS)
 
 
 def proxy_recipe(recipe: Recipe, s: ProxySettings) -> Recipe:
-    """The run's recipe (its regime's learning rate, weight decay, augmentation) on a short
-    schedule: `steps` at `batch_size` (never an epoch schedule), a tenth of them warm-up at most,
-    cosine decay, no logging."""
+    """The proxy's recipe: `steps` at `batch_size` (never an epoch schedule), a tenth of them
+    warm-up at most, cosine decay, no logging; its optimizer, learning rate, weight decay and
+    maps' strength where set, the run's recipe's otherwise (at the defaults, that recipe cut short)."""
     return replace(
         recipe,
         steps=s.steps,
@@ -37,6 +45,13 @@ def proxy_recipe(recipe: Recipe, s: ProxySettings) -> Recipe:
         batch_size=s.batch_size,
         warmup_steps=min(recipe.warmup_steps, s.steps // 10),
         augment=recipe.augment and s.augment,
+        optimizer=recipe.optimizer if s.optimizer is None else s.optimizer,
+        lr=recipe.lr if s.lr is None else s.lr,
+        weight_decay=recipe.weight_decay if s.weight_decay is None else s.weight_decay,
+        aug_rotate=recipe.aug_rotate * s.strength,
+        aug_translate=recipe.aug_translate * s.strength,
+        aug_scale=recipe.aug_scale * s.strength,
+        elastic_alpha=recipe.elastic_alpha * s.strength if s.elastic else 0.0,
         eval_every=0,
         log_every=0,
     )
@@ -58,9 +73,11 @@ def make_proxy(
     mean: float,
     std: float,
     device: torch.device,
+    models: Sequence[Callable[[], nn.Module]] = (LeNet5,),
 ) -> Callable[[np.ndarray], float]:
-    """score(rows): trains on the pool rows `rows` once per seed and returns the mean accuracy
-    on the first `eval_size` held-out images."""
+    """score(rows): trains on the pool rows `rows` once per seed under each of `models` and
+    returns the mean accuracy on the first `eval_size` held-out images (the same seeds under
+    every model and for every candidate)."""
     scored = np.asarray(holdout[: settings.eval_size])
     if len(scored) == 0:
         raise ValueError("the search's proxy needs held-out images (selector.search.holdout >= 1)")
@@ -70,7 +87,11 @@ def make_proxy(
     def score(rows: np.ndarray) -> float:
         picked = torch.as_tensor(pool[rows], dtype=torch.long)
         x, y = normalize(images[picked], mean, std), labels[picked]
-        accs = [train(x, y, held, short, seed, device, progress=False).metrics["val_acc"] for seed in seeds]
+        accs = [
+            train(x, y, held, short, seed, device, progress=False, model=model).metrics["val_acc"]
+            for model in models
+            for seed in seeds
+        ]
         return float(np.mean(accs))
 
     return score

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 Screen = Callable[[np.ndarray], float]  # rows of the pool (a candidate subset) -> holdout accuracy
-SCREENS = ("none", "rbf", "nn")  # what `selector.search.screen.name` may name (subset.screen_of)
+SCREENS = ("none", "rbf", "nn", "ntk")  # what `selector.search.screen.name` may name (subset.screen_of)
 
 
 def krr_predict(k_ss: Tensor, k_hs: Tensor, y_s: Tensor, n_classes: int, ridge: float) -> Tensor:
@@ -132,8 +132,7 @@ def ntk_kernel(
 
 def ntk_screen(
     model: Callable[[], nn.Module],
-    x_candidates: Tensor,
-    candidate_rows: np.ndarray,
+    images: Callable[[np.ndarray], Tensor],
     y_pool: np.ndarray,
     x_hold: Tensor,
     y_hold: np.ndarray,
@@ -141,23 +140,34 @@ def ntk_screen(
     ridge: float,
 ) -> Screen:
     """score(rows): holdout accuracy of kernel ridge regression under LeNet-5's (or `model`'s)
-    empirical NTK at init. The kernels among the candidate images (`x_candidates`, normalised,
-    the pool rows `candidate_rows`: every image a search may put in a subset) and between the
-    holdout and them are computed here, once; an evaluation is then a k x k solve. A row that is
-    not a candidate is a ValueError."""
-    cand = np.asarray(candidate_rows)
-    position = {int(r): i for i, r in enumerate(cand)}
-    k_cc = ntk_kernel(model, x_candidates, x_candidates, inits)
-    k_hc = ntk_kernel(model, x_hold, x_candidates, inits)
+    empirical NTK at init (the mean over `inits`, as `ntk_kernel`). The holdout's per-sample
+    gradients are computed here, once; a pool image's (`images(rows)`: normalised images of pool
+    rows) when a candidate first holds it, then kept, so that an evaluation is a k x k solve and
+    a search pays for each image it tries once."""
+    nets, directions = [], []
+    for seed in inits:
+        torch.manual_seed(seed)
+        net = model().eval()
+        with torch.no_grad():
+            n_out = net(x_hold[:1]).shape[1]
+        d = torch.randn(n_out, generator=torch.Generator().manual_seed(seed))
+        nets.append(net)
+        directions.append(d / d.norm())
+    held = [gradient_features(net, x_hold, d) for net, d in zip(nets, directions, strict=True)]
+    features: dict[int, list[Tensor]] = {}
     yp, yh = torch.as_tensor(y_pool), torch.as_tensor(y_hold)
     n_classes = int(max(yp.max(), yh.max())) + 1
 
     def score(rows: np.ndarray) -> float:
-        try:
-            at = torch.as_tensor([position[int(r)] for r in rows])
-        except KeyError as e:
-            raise ValueError(f"pool row {e.args[0]} is not among the NTK screen's candidates") from None
-        pred = krr_predict(k_cc[at][:, at], k_hc[:, at], yp[rows], n_classes, ridge)
-        return _accuracy(pred, yh)
+        new = np.array([r for r in dict.fromkeys(int(r) for r in rows) if r not in features], dtype=np.int64)
+        if len(new):
+            x = images(new)
+            per_init = [gradient_features(net, x, d) for net, d in zip(nets, directions, strict=True)]
+            for i, r in enumerate(new):
+                features[int(r)] = [f[i] for f in per_init]
+        f_s = [torch.stack([features[int(r)][j] for r in rows]) for j in range(len(nets))]
+        k_ss = sum((f @ f.T).double() for f in f_s) / len(nets)
+        k_hs = sum((h @ f.T).double() for h, f in zip(held, f_s, strict=True)) / len(nets)
+        return _accuracy(krr_predict(k_ss, k_hs, yp[rows], n_classes, ridge), yh)
 
     return score

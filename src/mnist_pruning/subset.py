@@ -18,18 +18,27 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_pruning.cache import Arrays, Cache, array_digest
 from mnist_pruning.cluster import VERSION as KMEANS_VERSION
 from mnist_pruning.cluster import KMeansFit, kmeans
-from mnist_pruning.config import fit_seed
+from mnist_pruning.config import embedding_config, fit_seed
 from mnist_pruning.data import Mnist
 from mnist_pruning.dsa import DcAugParams, DsaParams
 from mnist_pruning.embed import POOLED, SEEDED, SUPERVISED, embed, pca_with
 from mnist_pruning.fixed import given_indices
+from mnist_pruning.model import LeNet5, build_model
 from mnist_pruning.neighbors import VERSION as KNN_VERSION
 from mnist_pruning.neighbors import knn_graph
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.scores import ScoreSettings, fit_models, models_from_arrays, models_to_arrays, pool_scores
-from mnist_pruning.screens import Screen, nn_screen, rbf_screen
-from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS, Options, SearchOptions, select
-from mnist_pruning.training import Recipe
+from mnist_pruning.screens import Screen, nn_screen, ntk_screen, rbf_screen
+from mnist_pruning.selectors import (
+    EMBEDDING_FREE,
+    SCORED_SELECTORS,
+    BaseRule,
+    Options,
+    Proxy,
+    SearchOptions,
+    select,
+)
+from mnist_pruning.training import Recipe, normalize
 
 
 def embedding_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache) -> np.ndarray:
@@ -124,19 +133,66 @@ SEARCH_VERSION = 1  # bump when the search's rule changes: cached searches are t
 
 
 def screen_of(cfg: DictConfig, data: Mnist, pool: np.ndarray, holdout: np.ndarray) -> Screen | None:
-    """The search's screen (`selector.search.screen`), on the PCA of the pool's pixels with the
-    holdout's scored images (the proxy's `eval_size` first) projected on the same components;
-    None for `none`."""
+    """The search's screen (`selector.search.screen`), scored on the holdout's first `eval_size`
+    images (the proxy's, unless the screen sets its own): on the PCA of the pool's pixels with the
+    holdout projected on the same components (rbf, nn), or on LeNet-5's NTK at init (ntk); None
+    for `none`."""
     c = cfg.selector.search.screen
     if c.name == "none":
         return None
-    flat = data.train_flat()
-    scored = holdout[: cfg.selector.search.proxy.eval_size]
-    x_pool, x_hold = pca_with(flat[pool], flat[scored], c.pca_dims)
+    scored = holdout[: cfg.selector.search.proxy.eval_size if c.eval_size is None else c.eval_size]
     labels = data.train_labels.numpy()
+    if c.name == "ntk":
+        images = normalize(data.train_images, cfg.data.mean, cfg.data.std)
+        inits = proxy_seeds(cfg.seed, c.inits)
+        pick = partial(_pool_images, images, pool)
+        return ntk_screen(LeNet5, pick, labels[pool], images[scored], labels[scored], inits, c.ridge)
+    flat = data.train_flat()
+    x_pool, x_hold = pca_with(flat[pool], flat[scored], c.pca_dims)
     if c.name == "rbf":
         return rbf_screen(x_pool, labels[pool], x_hold, labels[scored], c.ridge)
     return nn_screen(x_pool, labels[pool], x_hold, labels[scored])
+
+
+def _pool_images(images: torch.Tensor, pool: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    return images[torch.as_tensor(pool[rows], dtype=torch.long)]
+
+
+def portfolio_of(
+    cfg: DictConfig, data: Mnist, pool: np.ndarray, cache: Cache, options: Options
+) -> tuple[BaseRule, ...]:
+    """The search's portfolio (`selector.search.bases`): each "rule" or "rule@embedding" as a
+    base rule on the pool's rows, with its own embedding (fitted and cached as a run of that
+    embedding would) and, for a scored rule, its own scores."""
+    labels = data.train_labels.numpy()[pool]
+    rules = []
+    for spec in cfg.selector.search.bases:
+        rule, _, name = str(spec).partition("@")
+        free = rule in EMBEDDING_FREE
+        x = (
+            None
+            if free
+            else embedding_of(embedding_config(cfg, name) if name else cfg, data, pool, cache)[pool]
+        )
+        scores = scores_of(cfg, data, pool, cache, rule) if rule in SCORED_SELECTORS else None
+        rules.append(partial(_base_rule, rule, x, labels, scores, replace(options, scores=None, search=None)))
+    return tuple(rules)
+
+
+def _base_rule(
+    rule: str,
+    x: np.ndarray | None,
+    labels: np.ndarray,
+    scores: np.ndarray | None,
+    options: Options,
+    rows: np.ndarray,
+    n: int,
+    seed: int,
+) -> np.ndarray:
+    """n of the pool's `rows`, chosen by `rule` among them."""
+    xs = np.empty((len(rows), 0), np.float32) if x is None else x[rows]
+    opts = options if scores is None else replace(options, scores=scores[rows])
+    return rows[select(rule, xs, labels[rows], n, seed, opts)]
 
 
 def search_options(
@@ -146,44 +202,62 @@ def search_options(
     holdout: np.ndarray,
     path: list,
     device: torch.device,
-    screens: list,
+    counts: dict[str, list[float]],
+    bases: tuple[BaseRule, ...] = (),
 ) -> SearchOptions:
-    """The search's settings, its proxy and its screen, built here (the selector knows no
-    training loop): short trainings of the run's recipe on the pool rows of a candidate, scored
-    on the holdout; each screen evaluation's seconds are appended to `screens`."""
+    """The search's settings, its proxy, screen and shortlist's second proxy, built here (the
+    selector knows no training loop): short trainings on the pool rows of a candidate, scored on
+    the holdout; each screen and shortlist evaluation's seconds go to `counts`."""
     s = cfg.selector.search
-    settings = ProxySettings(**OmegaConf.to_container(s.proxy, resolve=True))
-    proxy = make_proxy(
-        data.train_images,
-        data.train_labels,
-        pool,
-        holdout,
-        recipe_of(cfg),
-        settings,
-        proxy_seeds(cfg.seed, settings.seeds),
-        cfg.data.mean,
-        cfg.data.std,
-        device,
-    )
+    p = OmegaConf.to_container(s.proxy, resolve=True)
+    settings = ProxySettings(**{**p, "models": tuple(p["models"])})
+    seeds = proxy_seeds(cfg.seed, settings.seeds + (s.shortlist_seeds if s.shortlist else 0))
+
+    def proxy_with(trainings: list[int]) -> Proxy:
+        return make_proxy(
+            data.train_images,
+            data.train_labels,
+            pool,
+            holdout,
+            recipe_of(cfg),
+            settings,
+            trainings,
+            cfg.data.mean,
+            cfg.data.std,
+            device,
+            [partial(build_model, name) for name in settings.models],
+        )
+
     screen = screen_of(cfg, data, pool, holdout)
-
-    def screened(rows: np.ndarray) -> float:  # counted and timed for the run's screen_* metrics
-        start = time.perf_counter()
-        score = screen(rows)
-        screens.append(time.perf_counter() - start)
-        return score
-
     return SearchOptions(
-        proxy=proxy,
+        proxy=proxy_with(seeds[: settings.seeds]),
         draws=s.draws,
         evaluations=s.evaluations,
         candidates=s.candidates,
         width=s.width,
         trace=lambda n, score, kept: path.append((n, score, float(kept))),
-        screen=None if screen is None else screened,
+        screen=None if screen is None else _timed(screen, counts.setdefault("screen", [])),
         screen_draws=s.screen.draws,
         screen_swaps=s.screen.swaps,
+        bases=bases,
+        shortlist=s.shortlist,
+        rescore=_timed(proxy_with(seeds[settings.seeds :]), counts.setdefault("shortlist", []))
+        if s.shortlist
+        else None,
+        rescore_weight=s.shortlist_seeds / (settings.seeds + s.shortlist_seeds),
     )
+
+
+def _timed(score: Proxy, seconds: list[float]) -> Proxy:
+    """`score`, each call's seconds appended to `seconds` (the run's screen_* and shortlist_* metrics)."""
+
+    def timed(rows: np.ndarray) -> float:
+        start = time.perf_counter()
+        value = score(rows)
+        seconds.append(time.perf_counter() - start)
+        return value
+
+    return timed
 
 
 def subset_of(
@@ -224,20 +298,23 @@ def subset_of(
         return pool[select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, options)]
 
     path: list[tuple[int, float, float]] = []
-    screens: list[float] = []
+    counts: dict[str, list[float]] = {}
     device = device or torch.device("cpu")
     holdout = np.empty(0, dtype=np.int64) if holdout is None else holdout
 
     def run_search() -> Arrays:
         start = time.perf_counter()
-        opts = replace(options, search=search_options(cfg, data, pool, holdout, path, device, screens))
-        picked = select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, opts)
+        bases = portfolio_of(cfg, data, pool, cache, options)
+        search = search_options(cfg, data, pool, holdout, path, device, counts, bases)
+        picked = select(sel.name, x[pool], labels[pool], cfg.k, cfg.seed, replace(options, search=search))
         seconds = np.array([time.perf_counter() - start])
+        screen, shortlist = counts.get("screen", []), counts.get("shortlist", [])
         return {
             "indices": pool[picked],
             "path": np.asarray(path, float).reshape(-1, 3),
             "seconds": seconds,
-            "screen": np.array([len(screens), sum(screens)]),  # evaluations, seconds
+            "screen": np.array([len(screen), sum(screen)]),  # evaluations, seconds
+            "shortlist": np.array([len(shortlist), sum(shortlist)]),
         }
 
     key = {
@@ -257,4 +334,8 @@ def subset_of(
         found.update(path=done["path"], seconds=float(done["seconds"][0]))
         if cfg.selector.search.screen.name != "none":
             found.update(screen_evaluations=int(done["screen"][0]), screen_seconds=float(done["screen"][1]))
+        if cfg.selector.search.shortlist:
+            found.update(
+                shortlist_evaluations=int(done["shortlist"][0]), shortlist_seconds=float(done["shortlist"][1])
+            )
     return done["indices"]

@@ -100,8 +100,8 @@ def run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]) -> float:
         )
         mlflow.log_metrics({"train_size": len(indices), "select_seconds": select_seconds})
         if found:
-            screen = {k: v for k, v in found.items() if k.startswith("screen_")}
-            tracking.log_search(found["path"], found["seconds"], cfg.selector.search.draws, screen)
+            stages = {k: v for k, v in found.items() if k.startswith(("screen_", "shortlist_"))}
+            tracking.log_search(found["path"], found["seconds"], cfg.selector.search.draws, stages)
         log.info("selected %d images in %.2fs", len(indices), select_seconds)
 
         mean, std = cfg.data.mean, cfg.data.std

@@ -57,11 +57,13 @@ class Recipe:
     lr_decay: float = 0.1
     reset_momentum: bool = False  # at each decay, as a new optimizer would (the DC code builds one)
     augmentation: str = "maps"  # this project's affine + elastic maps, the benchmark's "dsa", or "dc"
+    optimizer: str = "sgd"  # or "adam" (AdamW: weight decay decoupled; momentum and nesterov unused)
     dsa: DsaParams = field(default_factory=DsaParams)
     dc_aug: DcAugParams = field(default_factory=DcAugParams)
 
 
 SCHEDULES = ("warmup_cosine", "step")
+OPTIMIZERS = ("sgd", "adam")
 AUGMENTATIONS = ("maps", "dsa", "dc")
 
 
@@ -220,14 +222,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     # channels_last: oneDNN's convolutions skip a layout conversion per layer (benchmarks/bench.py)
     net = model().to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        net.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=recipe.nesterov and recipe.momentum > 0,
-        fused=True,  # one kernel for the whole update: a few percent of a LeNet-5 step on CPU
-    )
+    opt = optimizer(net, recipe)
     x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
     evals = {
         k: (ex.to(device, memory_format=torch.channels_last), ey.to(device)) for k, (ex, ey) in evals.items()
@@ -277,6 +272,22 @@ def train(
     if recipe.eval_every and on_eval:
         on_eval(steps, metrics)
     return TrainResult(model=net, metrics=metrics, train_seconds=train_seconds)
+
+
+def optimizer(net: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum, the study's; or AdamW, which a short proxy training may use."""
+    if recipe.optimizer == "adam":
+        return torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer != "sgd":
+        raise ValueError(f"optimizer={recipe.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
+    return torch.optim.SGD(
+        net.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+        fused=True,  # one kernel for the whole update: a few percent of a LeNet-5 step on CPU
+    )
 
 
 def lr_factor(recipe: Recipe, steps: int, epoch_of: Tensor | None) -> Callable[[int], float]:

@@ -202,8 +202,9 @@ def validate(cfg: DictConfig) -> None:
 def _validate_schedule(t: DictConfig) -> None:
     """An epoch schedule, the step decay and the benchmark's augmentation (conf/train/dc_protocol)."""
     from mnist_pruning.dsa import FAMILIES
-    from mnist_pruning.training import AUGMENTATIONS, SCHEDULES
+    from mnist_pruning.training import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
 
+    _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
     _check(t.epochs is None or t.epochs >= 1, "train.epochs", t.epochs, "null (steps) or an integer >= 1")
     _check(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
     if t.schedule == "step":
@@ -288,6 +289,8 @@ def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
     _check(
         ok, "selector.search.proxy.eval_size", p.eval_size, f"an integer from 1 to {s.holdout} (the holdout)"
     )
+    _validate_proxy_recipe(p)
+    _validate_portfolio(s, bases)
     c = s.screen
     from mnist_pruning.screens import SCREENS
 
@@ -296,7 +299,54 @@ def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
     _check(c.swaps >= 1, "selector.search.screen.swaps", c.swaps, "an integer >= 1 (1: no swap screened)")
     _check(c.ridge > 0, "selector.search.screen.ridge", c.ridge, "a number > 0")
     _check(1 <= c.pca_dims <= 784, "selector.search.screen.pca_dims", c.pca_dims, "an integer from 1 to 784")
+    _check(c.inits >= 1, "selector.search.screen.inits", c.inits, "an integer >= 1")
+    ok = c.eval_size is None or 1 <= c.eval_size <= s.holdout
+    _check(ok, "selector.search.screen.eval_size", c.eval_size, f"null (the proxy's) or 1 to {s.holdout}")
     return pool - s.holdout
+
+
+def _validate_proxy_recipe(p: DictConfig) -> None:
+    """The search proxy's own recipe and trainers (null: the run's value)."""
+    from mnist_pruning.model import MODELS
+    from mnist_pruning.training import OPTIMIZERS
+
+    ok = p.optimizer is None or p.optimizer in OPTIMIZERS
+    _check(
+        ok,
+        "selector.search.proxy.optimizer",
+        p.optimizer,
+        f"null (the run's) or one of {', '.join(OPTIMIZERS)}",
+    )
+    _check(p.lr is None or p.lr > 0, "selector.search.proxy.lr", p.lr, "null (the run's) or a number > 0")
+    ok = p.weight_decay is None or p.weight_decay >= 0
+    _check(ok, "selector.search.proxy.weight_decay", p.weight_decay, "null (the run's) or a number >= 0")
+    _check(p.strength >= 0, "selector.search.proxy.strength", p.strength, "a number >= 0 (1: the run's maps)")
+    ok = len(p.models) >= 1 and all(m in MODELS for m in p.models)
+    _check(
+        ok, "selector.search.proxy.models", list(p.models), f"a list of one or more of {', '.join(MODELS)}"
+    )
+
+
+def _validate_portfolio(s: DictConfig, allowed: list[str]) -> None:
+    """`selector.search.bases`: rule or rule@embedding, each rule a base, each embedding a file;
+    and the shortlist."""
+    embeddings = sorted(f.stem for f in (CONF_DIR / "embedding").glob("*.yaml"))
+    rules = [r for r in allowed if r not in ("uncertainty", "ccs")]  # their score kind is their own config
+    for spec in s.bases:
+        rule, _, name = str(spec).partition("@")
+        _check(
+            rule in rules,
+            "selector.search.bases",
+            spec,
+            f"rule or rule@embedding, rule one of {', '.join(rules)}",
+        )
+        ok = not name or name in embeddings
+        _check(ok, "selector.search.bases", spec, f"an embedding after @ one of {', '.join(embeddings)}")
+    least = 1 + len(s.bases)
+    _check(s.draws >= least, "selector.search.draws", s.draws, f"an integer >= {least}: a draw of each base")
+    _check(s.shortlist >= 0, "selector.search.shortlist", s.shortlist, "an integer >= 0 (0: none)")
+    ok = s.shortlist_seeds >= 1
+    _check(ok, "selector.search.shortlist_seeds", s.shortlist_seeds, "an integer >= 1")
 
 
 def _validate_scored(sel: DictConfig, rule: str) -> None:

@@ -49,6 +49,7 @@ class Options:
 
 Proxy = Callable[[np.ndarray], float]  # rows of the embedding (a candidate subset) -> its score
 Trace = Callable[[int, float, bool], None]  # (evaluation, score, kept) after each proxy call
+BaseRule = Callable[[np.ndarray, int, int], np.ndarray]  # (rows, n, seed) -> n of the rows
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class SearchOptions:
     screen: Proxy | None = None
     screen_draws: int = 0  # base subsets screened; the best `draws` go to the proxy (0: none screened)
     screen_swaps: int = 1  # candidate swaps screened for each one the proxy judges (1: none screened)
+    # a portfolio: more base rules the draws alternate with Options.base, each built elsewhere
+    # (its own embedding or scores) as (rows, n, seed) -> n of those rows
+    bases: tuple[BaseRule, ...] = ()
+    # the shortlist: the best `shortlist` subsets judged, scored again by `rescore` (other proxy
+    # seeds); the pick is the best of (1 - rescore_weight) x score + rescore_weight x rescore
+    shortlist: int = 0
+    rescore: Proxy | None = None
+    rescore_weight: float = 0.5
 
 
 Selector = Callable[[np.ndarray, np.ndarray, int, int, Options], np.ndarray]

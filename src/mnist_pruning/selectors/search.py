@@ -35,9 +35,10 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
     """The base rule's best of `draws` subsets by the proxy, then single-image swaps within a
     class until `evaluations` proxy calls are spent; a swap is kept only if it raises the score.
     With a screen (`SearchOptions.screen`), a multi-fidelity search: of `screen_draws` base
-    subsets the proxy judges the base's own and the ones the screen ranks best, and each swap it
-    judges is the screen's best of `screen_swaps` random ones. With `evaluations=0`, the base
-    rule's subset of the whole pool (the search's control)."""
+    subsets the proxy judges each rule's own and the ones the screen ranks best, and each swap it
+    judges is the screen's best of `screen_swaps` random ones. A portfolio (`bases`) alternates
+    the draws between rules; a shortlist scores the best few again before the pick. With
+    `evaluations=0`, the base rule's subset of the whole pool (the search's control)."""
     s = options.search
     if s is None:
         raise ValueError("selector search needs Options.search: its settings and its proxy")
@@ -69,21 +70,30 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
             s.trace(spent, score, score > best_score)
         return score, score > best_score
 
+    # the base rule and the portfolio's, in turn: each one's first draw on the whole pool
+    rules: list[Callable[[np.ndarray, int, int], np.ndarray]] = [lambda rows, n, sd: base_on(rows, sd, n)]
+    rules += list(s.bases)
     judged = min(max(1, s.draws), s.evaluations)
     drawn = max(judged, s.screen_draws if s.screen is not None else 0)
     subsets = [
-        base_on(
-            everything if draw == 0 else class_halves(labels, rng),
-            seed if draw == 0 else int(rng.integers(2**31)),
+        np.asarray(
+            rules[draw % len(rules)](
+                everything if draw < len(rules) else class_halves(labels, rng),
+                k,
+                seed if draw < len(rules) else int(rng.integers(2**31)),
+            )
         )
         for draw in range(drawn)
     ]
-    if drawn > judged:  # the base's own subset, then the draws the screen ranks best
-        screened = [float(s.screen(np.sort(subset))) for subset in subsets[1:]]
-        order = np.argsort(-np.asarray(screened), kind="stable")[: judged - 1]
-        subsets = [subsets[0]] + [subsets[1 + i] for i in order]
+    if drawn > judged:  # each rule's subset of the whole pool, then the draws the screen ranks best
+        own = min(len(rules), judged)
+        screened = [float(s.screen(np.sort(subset))) for subset in subsets[own:]]
+        order = np.argsort(-np.asarray(screened), kind="stable")[: judged - own]
+        subsets = subsets[:own] + [subsets[own + i] for i in order]
+    judged_subsets: list[tuple[float, np.ndarray]] = []
     for subset in subsets:
         score, better = evaluate(subset)
+        judged_subsets.append((score, subset))
         if better:
             best, best_score = subset, score
 
@@ -113,11 +123,35 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
         position = swaps[0][0]
         new = _swapped(best, *swaps[0])
         score, better = evaluate(new)
+        judged_subsets.append((score, new))
         if better:
             kept.remove(int(best[position]))
             kept.add(int(new[position]))
             best, best_score = new, score
+    if s.shortlist > 0 and s.rescore is not None:
+        best = _shortlisted(judged_subsets, s.shortlist, s.rescore, s.rescore_weight)
     return best
+
+
+def _shortlisted(
+    judged: list[tuple[float, np.ndarray]], m: int, rescore: Callable[[np.ndarray], float], weight: float
+) -> np.ndarray:
+    """Of the `m` best distinct subsets the proxy judged, the one whose score, averaged with a
+    second score under other seeds (`weight` on the second), is highest: the proxy's winner is
+    partly its seeds' luck, and more seeds on a few finalists cost little."""
+    seen: set[bytes] = set()
+    finalists = []
+    for score, subset in sorted(judged, key=lambda t: -t[0]):
+        key = np.sort(subset).tobytes()
+        if key not in seen:
+            seen.add(key)
+            finalists.append((score, subset))
+        if len(finalists) == m:
+            break
+    combined = [
+        (1 - weight) * score + weight * float(rescore(np.sort(subset))) for score, subset in finalists
+    ]
+    return finalists[int(np.argmax(combined))][1]
 
 
 def _swapped(subset: np.ndarray, position: int, image: int) -> np.ndarray:

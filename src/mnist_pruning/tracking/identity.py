@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_pruning.config import ScreenConfig, TrainConfig
+from mnist_pruning.config import SearchConfig, TrainConfig
 from mnist_pruning.embed import SEEDED
 from mnist_pruning.selectors import EMBEDDING_FREE, SCORED_SELECTORS
 
@@ -63,6 +63,7 @@ LATER_TRAIN = (
     "lr_decay",
     "reset_momentum",
     "augmentation",
+    "optimizer",
     "dsa",
     "dc_aug",
 )
@@ -74,9 +75,17 @@ def _flat_defaults() -> dict[str, Any]:
     return flatten({k: node[k] for k in LATER_TRAIN})
 
 
-def _screen_defaults() -> dict[str, Any]:
-    """A search's screen at its defaults (none), flattened under selector.search.screen."""
-    return flatten(OmegaConf.to_container(OmegaConf.structured(ScreenConfig)), "selector.search.screen.")
+LATER_SEARCH = ("screen", "bases", "shortlist", "shortlist_seeds")
+LATER_PROXY = ("optimizer", "lr", "weight_decay", "strength", "elastic", "models")
+
+
+def _search_defaults() -> dict[str, Any]:
+    """The search's later keys at their defaults (no screen, no portfolio, no shortlist, the
+    proxy the run's recipe cut short), flattened under selector.search."""
+    node = OmegaConf.to_container(OmegaConf.structured(SearchConfig))
+    later = {k: node[k] for k in LATER_SEARCH}
+    later["proxy"] = {k: node["proxy"][k] for k in LATER_PROXY}
+    return flatten(later, "selector.search.")
 
 
 # keys added after runs were recorded, at the value every earlier run had without them: left out
@@ -85,7 +94,7 @@ def _screen_defaults() -> dict[str, Any]:
 # logged always: the report's `model` column fills it in for older runs)
 LATER_KEYS: dict[str, Any] = {
     "model.name": "lenet5",
-    **_screen_defaults(),
+    **_search_defaults(),
     **{
         f"train.{key}": value
         for key, value in _flat_defaults().items()

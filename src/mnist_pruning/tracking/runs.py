@@ -155,15 +155,15 @@ def log_selection(
         mlflow.log_artifacts(tmp)
 
 
-def log_search(path: np.ndarray, seconds: float, draws: int, screen: dict[str, float] | None = None) -> None:
+def log_search(path: np.ndarray, seconds: float, draws: int, stages: dict[str, float] | None = None) -> None:
     """A search's path as metrics, by evaluation: each candidate's proxy score (`search_proxy`)
     and the best so far (`search_best`); then the base subset's score (the first draw), the
-    best draw's, the final one, the evaluations, the swaps kept and the seconds; with a screen,
-    its evaluations and seconds (`screen_evaluations`, `screen_seconds`)."""
+    best draw's, the final one, the evaluations, the swaps kept and the seconds; with a screen
+    or a shortlist, their evaluations and seconds (`screen_evaluations`, `shortlist_seconds`...)."""
     import mlflow
 
-    if screen:
-        mlflow.log_metrics(screen)
+    if stages:
+        mlflow.log_metrics(stages)
 
     best = -np.inf
     for n, score, kept in np.asarray(path, dtype=float).reshape(-1, 3):
