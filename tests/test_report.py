@@ -605,3 +605,7 @@ def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
     assert "| random | 20 | - | - | 0.9000* | - | 3 | 3 |" in table
     # one network and recipe only: no such table
     assert report.network_table(rows[rows["model"] == "mlp"], "test_acc", 5) == ""
+    # elsewhere a curve under the protocol is a curve of its own, not one with the size regimes'
+    curves = set(rows["curve"])
+    assert {"random", "random mlp dc_protocol", "random convnet3 dc_protocol"} <= curves
+    assert "random convnet3 dc_protocol train.augmentation=dc" in curves

@@ -109,6 +109,17 @@ def gradient_features(net: nn.Module, x: Tensor, direction: Tensor, chunk: int =
     return torch.cat(out)
 
 
+def at_init(model: Callable[[], nn.Module], example: Tensor, seed: int) -> tuple[nn.Module, Tensor]:
+    """`model()` initialised from `seed`, and a random unit direction in its output space (the
+    same seed): one draw of the NTK estimate."""
+    torch.manual_seed(seed)
+    net = model().eval()
+    with torch.no_grad():
+        n_out = net(example).shape[1]
+    direction = torch.randn(n_out, generator=torch.Generator().manual_seed(seed))
+    return net, direction / direction.norm()
+
+
 def ntk_kernel(
     model: Callable[[], nn.Module], a: Tensor, b: Tensor, inits: list[int], chunk: int = 1024
 ) -> Tensor:
@@ -118,12 +129,7 @@ def ntk_kernel(
     per-sample gradients. `b`'s features are held; `a`'s are streamed in chunks."""
     kernel = torch.zeros(len(a), len(b), dtype=torch.float64)
     for seed in inits:
-        torch.manual_seed(seed)
-        net = model().eval()
-        with torch.no_grad():
-            n_out = net(a[:1]).shape[1]
-        direction = torch.randn(n_out, generator=torch.Generator().manual_seed(seed))
-        direction = direction / direction.norm()
+        net, direction = at_init(model, a[:1], seed)
         fb = gradient_features(net, b, direction)
         for i in range(0, len(a), chunk):
             kernel[i : i + chunk] += (gradient_features(net, a[i : i + chunk], direction) @ fb.T).double()
@@ -144,15 +150,7 @@ def ntk_screen(
     gradients are computed here, once; a pool image's (`images(rows)`: normalised images of pool
     rows) when a candidate first holds it, then kept, so that an evaluation is a k x k solve and
     a search pays for each image it tries once."""
-    nets, directions = [], []
-    for seed in inits:
-        torch.manual_seed(seed)
-        net = model().eval()
-        with torch.no_grad():
-            n_out = net(x_hold[:1]).shape[1]
-        d = torch.randn(n_out, generator=torch.Generator().manual_seed(seed))
-        nets.append(net)
-        directions.append(d / d.norm())
+    nets, directions = zip(*(at_init(model, x_hold[:1], seed) for seed in inits), strict=True)
     held = [gradient_features(net, x_hold, d) for net, d in zip(nets, directions, strict=True)]
     features: dict[int, list[Tensor]] = {}
     yp, yh = torch.as_tensor(y_pool), torch.as_tensor(y_hold)

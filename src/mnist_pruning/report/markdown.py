@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pruning.report.runs import ReportError, Runs, setting_text
-from mnist_pruning.report.summary import DEFAULT_MODEL, curve_name, near_full, usual_values
+from mnist_pruning.report.summary import DEFAULT_MODEL, PROTOCOLS, curve_name, near_full, usual_values
 
 
 def comparison_markdown(table: pd.DataFrame, reference_name: str, metric: str, min_seeds: int) -> str:
@@ -126,7 +126,7 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     r = rows[rows["selector"] != "full"].copy()
     if r.empty or "model" not in r:
         return ""
-    recipe = pd.Series(np.where(r["regime"] == "dc_protocol", "dc_protocol", "regimes"), index=r.index)
+    recipe = pd.Series(np.where(r["regime"].isin(PROTOCOLS), r["regime"], "regimes"), index=r.index)
     # a train.* setting beside the recipe's (train.augmentation=dc) names the column, the rest the row
     tokens = r["other"].fillna("").str.split()
     trained_other = tokens.apply(lambda t: " ".join(x for x in t if x.startswith("train.")))
@@ -139,7 +139,7 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     )
     if r["trained"].nunique() < 2:
         return ""
-    r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL).iterrows()]
+    r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL, regime="-").iterrows()]
     present = set(r["trained"])
     columns = [c for c in NETWORK_ORDER if c in present] + sorted(present - set(NETWORK_ORDER))
     lines = [

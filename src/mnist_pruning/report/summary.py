@@ -15,6 +15,9 @@ from mnist_pruning.tracking import SUBSET_TAG
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime", "model")
 DEFAULT_MODEL = "lenet5"  # runs logged before there was a choice of network trained LeNet-5
+# regimes that are a recipe of their own rather than a size's (conf/train/dc_protocol.yaml): a
+# curve under one is another curve than under the size regimes
+PROTOCOLS = ("dc_protocol",)
 SETTING = (*MAIN, "other", "curve")  # a setting, as a row of the report's table names it
 MAIN_PARAMS = {
     f"params.{p}"
@@ -190,7 +193,8 @@ def per_run(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
 
 
 def curve_name(row: pd.Series) -> str:
-    """A curve is a setting with k free: selector, embedding, clusters, balance, other."""
+    """A curve is a setting with k free: selector, embedding, clusters, balance, the network and
+    a protocol if not the default, other."""
     parts = [row["selector"]] + ([row["embedding"]] if row["embedding"] != "-" else [])
     if row["clusters"] not in ("-", "k"):
         c = row["clusters"]
@@ -199,6 +203,8 @@ def curve_name(row: pd.Series) -> str:
         parts.append("balanced")
     if row.get("model", DEFAULT_MODEL) != DEFAULT_MODEL:
         parts.append(row["model"])
+    if row.get("regime") in PROTOCOLS:
+        parts.append(row["regime"])
     if row["other"]:
         parts.append(row["other"])
     return " ".join(parts)
