@@ -64,3 +64,21 @@ def test_joblib_bounds_without_the_memory_rule(monkeypatch):
     assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": -1}})) == 1
     assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": 16}})) == 1
     assert threads_per_job(None, OmegaConf.create({**multirun, "launcher": {"n_jobs": 0}})) == 8
+
+
+def test_a_sweep_of_one_job_trains_on_every_core_and_a_sweep_of_two_shares_them(tmp_path, run_env):
+    """As a user meets it, no override: `-m` with nothing swept is one job, which the parallel
+    launcher tells it runs alone; two jobs on this machine share its cores as the launcher runs them."""
+    from conftest import run_train, search_runs
+
+    fast = ["selector=random", "train.steps=5", "train.warmup_steps=1"]
+    res = run_train(["-m", "k=10", *fast], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    (one,) = search_runs(tmp_path)["tags.torch_threads"]
+    assert one == str(progress.cores())
+    res = run_train(["-m", "k=20,30", *fast], tmp_path, run_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    runs = search_runs(tmp_path)
+    two = runs[runs["params.k"] != "10"]["tags.torch_threads"]
+    at_once = min(2, progress.parallel_jobs(0, 2.5))
+    assert list(two) == [str(max(1, progress.cores() // at_once))] * 2

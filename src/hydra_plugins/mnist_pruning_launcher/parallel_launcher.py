@@ -45,7 +45,10 @@ class ParallelLauncher(JoblibLauncher):
         super().__init__(**kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        # a job shares the cores among the jobs that run at once, which are fewer than n_jobs in
+        # a sweep of fewer jobs: each job is told (its hydra.launcher.n_jobs), so that a sweep of
+        # one job trains on every core as a single run does (mnist_pruning.train.threads_per_job)
+        at_once = max(1, min(self.joblib["n_jobs"], len(job_overrides)))
+        jobs = [[*overrides, f"hydra.launcher.n_jobs={at_once}"] for overrides in job_overrides]
         parent = super().launch
-        return watched(
-            lambda: parent(job_overrides, initial_job_idx), self.config, job_overrides, self.joblib["n_jobs"]
-        )
+        return watched(lambda: parent(jobs, initial_job_idx), self.config, jobs, at_once)
