@@ -372,3 +372,50 @@ def test_a_proxy_over_trainers_is_the_mean_with_the_same_seeds_under_each(small_
     )
     assert score(np.arange(10)) == pytest.approx(0.7 + 5e-6)
     assert calls == [(LeNet5, 3), (LeNet5, 7), (MLP, 3), (MLP, 7)]
+
+
+class _Untouchable:
+    """Stands in for the test set: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the search touched the test set ({name})")
+
+    def __getitem__(self, key):
+        raise AssertionError("the search touched the test set (indexing)")
+
+    def __len__(self):
+        raise AssertionError("the search touched the test set (len)")
+
+
+@pytest.mark.parametrize("screen", ["rbf", "ntk"])
+def test_a_multi_fidelity_search_never_reads_the_test_set_and_keeps_k_balanced_images(
+    small_mnist, tmp_path, screen
+):
+    """Every stage (portfolio draws, screen, proxy over two trainers, shortlist) sees pool and
+    holdout images only: the test set is replaced by an object any use of which fails."""
+    train = small_mnist.train_images, small_mnist.train_labels
+    blind = Mnist(*train, _Untouchable(), _Untouchable(), "first-2000")
+    cfg = search_cfg(
+        f"selector.search.screen.name={screen}",
+        "selector.search.screen.eval_size=100",
+        "selector.search.screen.draws=6",
+        "selector.search.screen.swaps=3",
+        "selector.search.bases=[random]",
+        "selector.search.draws=3",
+        "selector.search.evaluations=5",
+        "selector.search.shortlist=2",
+        "selector.search.shortlist_seeds=1",
+        "selector.search.proxy.models=[lenet5,mlp]",
+        "selector.search.proxy.steps=3",
+    )
+    pool, holdout = search_split(cfg, np.arange(N))
+    found = {}
+    picked = subset_of(cfg, blind, pool, Cache(tmp_path), holdout, torch.device("cpu"), found)
+    labels = small_mnist.train_labels.numpy()
+    assert len(np.unique(picked)) == 20 and set(picked) <= set(pool)
+    assert np.bincount(labels[picked], minlength=10).tolist() == [2] * 10
+    # 6 draws: the 2 rules' own judged, the screen's best of the other 4; 2 swaps, each the best of 3
+    assert found["path"].shape == (5, 3) and found["screen_evaluations"] == 4 + 2 * 3
+    assert found["shortlist_evaluations"] == 2
+    again = subset_of(cfg, blind, pool, Cache(tmp_path / "cold"), holdout, torch.device("cpu"), {})
+    np.testing.assert_array_equal(picked, again)  # reproducible for a seed, from a cold cache
