@@ -23,7 +23,9 @@ module beside this script:
   own) and the cheap screens of `mnist_pruning.screens` (RBF and NTK kernel ridge regression,
   1-nearest-neighbour) at k = 10 and 20: seconds per evaluation and fidelity to the full
   recipe's held-out accuracy over mixed subsets, within strong alike ones, and on pairs one swap
-  apart, beside the full recipe's own noise.
+  apart, beside the full recipe's own noise;
+- sizes (training_bench.py): seconds per 1,000 steps of the recipe at each large-end size and
+  full data, and `+experiment=large_end` projected from them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from selection_bench import (  # noqa: E402
     bench_warm_selection,
 )
 from sweep_bench import bench_overhead_and_parallel, experiment_jobs, job_steps, projected_wall  # noqa: E402, F401
-from training_bench import bench_entrypoint, bench_training  # noqa: E402
+from training_bench import bench_entrypoint, bench_sizes, bench_training  # noqa: E402
 
 from mnist_pruning.data import load_mnist  # noqa: E402
 from mnist_pruning.embed import pca  # noqa: E402
@@ -173,6 +175,25 @@ def newer_table(results: dict) -> list[str]:
     ]
 
 
+def bench_sizes_part(root: str, tiny: bool) -> dict:
+    return {"sizes": bench_sizes(root, 5 if tiny else 300)}
+
+
+def sizes_table(results: dict) -> list[str]:
+    s = results["sizes"]
+    lines = []
+    for r in s["sizes"]:
+        size = "full data" if r["size"] == "full" else f"size {r['size']:,}"
+        lines.append(
+            f"| training, {size} ({r['regime']} regime), {s['threads']} threads: seconds per 1,000 steps "
+            f"| {r['seconds_per_1000_steps']:.1f} s |"
+        )
+    return lines + [
+        f"| `+experiment=large_end` ({s['large_end_runs']} runs), training alone, one job at a time "
+        f"| {s['large_end_training_hours']:.1f} h |"
+    ]
+
+
 def bench_proxy_part(root: str, tiny: bool) -> dict:
     return {"proxy": bench_proxy(root, tiny)}
 
@@ -184,6 +205,7 @@ PARTS = {
     "selection": (bench_selection, selection_table),
     "newer": (bench_newer, newer_table),
     "proxy": (bench_proxy_part, lambda results: proxy_table(results["proxy"])),
+    "sizes": (bench_sizes_part, sizes_table),
 }
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -181,4 +182,38 @@ def bench_entrypoint(root: str, steps: int) -> dict:
         "images_per_s_run": run_rate,
         "images_per_s_plain": plain_rate,
         "run_vs_plain": run_rate / plain_rate,
+    }
+
+
+LARGE_END_SIZES = (1000, 1500, 2000, 3000, 5000, 10000)
+
+
+def bench_sizes(root: str, steps: int) -> dict:
+    """The large end's budget: seconds per 1,000 steps of the recipe each size falls in (its
+    regime's maps; a step is a batch of 128 whatever the size, so only the recipe differs), on
+    every thread, and full data's; `+experiment=large_end` projected from them (on one job at a
+    time, every core)."""
+    from sweep_bench import experiment_jobs, job_steps
+
+    data = load_mnist(root)
+    x, y = normalize(data.train_images, MEAN, STD), data.train_labels
+    rows = []
+    for size in (*LARGE_END_SIZES, "full"):
+        cfg = config(["selector=full"] if size == "full" else [f"k={size}"])
+        recipe = replace(recipe_of(cfg), steps=steps, warmup_steps=min(cfg.train.warmup_steps, steps // 10))
+        n = len(x) if size == "full" else size
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]
+        res = train(x[idx], y[idx], {}, recipe, 0, torch.device("cpu"), progress=False)
+        per_1000 = res.train_seconds * 1000 / steps
+        rows.append({"size": size, "regime": cfg.train.regime, "seconds_per_1000_steps": per_1000})
+    rate = {str(r["size"]): r["seconds_per_1000_steps"] for r in rows}
+    jobs = experiment_jobs("large_end")
+    sizes = [next((o.split("=")[1] for o in job if o.startswith("k=")), "full") for job in jobs]
+    seconds = sum(s / 1000 * rate[z] for s, z in zip(job_steps("large_end"), sizes, strict=True))
+    return {
+        "steps_timed": steps,
+        "threads": torch.get_num_threads(),
+        "sizes": rows,
+        "large_end_runs": len(jobs),
+        "large_end_training_hours": seconds / 3600,
     }

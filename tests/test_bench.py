@@ -48,6 +48,10 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
     assert all(r["k"] == 20 and r["cold_seconds"] > 0 and r["warm_seconds"] > 0 for r in newer["methods"])
     assert newer["contrastive"]["pool"] == 2000 and newer["contrastive"]["epochs"] == 1
     assert newer["contrastive"]["cold_seconds"] > newer["contrastive"]["warm_seconds"]  # the fit was cached
+    sizes = results["sizes"]
+    assert [r["size"] for r in sizes["sizes"]] == [1000, 1500, 2000, 3000, 5000, 10000, "full"]
+    assert all(r["seconds_per_1000_steps"] > 0 for r in sizes["sizes"]) and sizes["large_end_runs"] == 245
+    assert sizes["large_end_training_hours"] > 0
     (proxy,) = results["proxy"]["sizes"]
     assert (proxy["k"], proxy["mixed"], proxy["group"], proxy["pairs"]) == (10, 4, 3, 4)
     names = [r["proxy"] for r in proxy["proxies"]]
