@@ -103,23 +103,26 @@ def swapped_pairs(
     return out
 
 
-def _truth(args: tuple) -> tuple[float, float]:
-    """One full-recipe training of a candidate (a worker process, one thread): held-out accuracy, seconds."""
-    root, k, tiny, rows, holdout, seed = args
+_WORKER: dict = {}  # what each truth worker loads once: the data, the recipe, the held-out set
+
+
+def _truth_worker(root: str, k: int, tiny: bool, holdout: np.ndarray) -> None:
+    """A truth worker's setup (one thread): MNIST, the full recipe at k and the normalised holdout,
+    once per process rather than once per training."""
     torch.set_num_threads(1)
     data = load_mnist(root)
-    full = recipe_of(config([f"k={k}"] + (["train.steps=10"] if tiny else [])))
-    held = {"val": (normalize(data.train_images[holdout], MEAN, STD), data.train_labels[holdout])}
+    _WORKER["data"] = data
+    _WORKER["recipe"] = recipe_of(config([f"k={k}"] + (["train.steps=10"] if tiny else [])))
+    _WORKER["held"] = {"val": (normalize(data.train_images[holdout], MEAN, STD), data.train_labels[holdout])}
+
+
+def _truth(args: tuple) -> tuple[float, float]:
+    """One full-recipe training of a candidate in a worker: held-out accuracy, seconds."""
+    rows, seed = args
+    data = _WORKER["data"]
     idx = torch.as_tensor(rows, dtype=torch.long)
-    res = train(
-        normalize(data.train_images[idx], MEAN, STD),
-        data.train_labels[idx],
-        held,
-        full,
-        seed,
-        torch.device("cpu"),
-        progress=False,
-    )
+    x, y = normalize(data.train_images[idx], MEAN, STD), data.train_labels[idx]
+    res = train(x, y, _WORKER["held"], _WORKER["recipe"], seed, torch.device("cpu"), progress=False)
     return res.metrics["val_acc"], res.train_seconds
 
 
@@ -148,10 +151,9 @@ def bench_proxy(root: str, tiny: bool) -> dict:
         starts = group[:n_starts]
         pairs = swapped_pairs(x, labels[pool], starts, per_start)
         subsets = mixed + group + [p for _, p in pairs]
-        jobs = [
-            (root, k, tiny, pool[s], holdout[half:], seed) for s in subsets for seed in range(truth_seeds)
-        ]
-        with ProcessPoolExecutor(max_workers=2) as ex:
+        jobs = [(pool[s], seed) for s in subsets for seed in range(truth_seeds)]
+        setup = (root, k, tiny, holdout[half:])
+        with ProcessPoolExecutor(max_workers=2, initializer=_truth_worker, initargs=setup) as ex:
             results = list(ex.map(_truth, jobs))
         truths = np.array([r[0] for r in results]).reshape(len(subsets), truth_seeds)
         full_seconds = [r[1] for r in results]
