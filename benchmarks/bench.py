@@ -2,7 +2,8 @@
 
     python benchmarks/bench.py                 # everything: hours on 2 cores (the proxy part 3-4 h)
     python benchmarks/bench.py --tiny          # seconds: checks that the script still works
-    python benchmarks/bench.py --only proxy    # one part, merged into an existing --out file
+    python benchmarks/bench.py --only proxy    # one part, merged into an existing --out file;
+                                               # the proxy part resumes from its ledger
 
 Prints a table and writes JSON (--out, default benchmarks/results.json). The parts, each in a
 module beside this script:
@@ -43,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, however loaded
 
 from common import REPO, config  # noqa: E402, F401  (config: for tests and interactive use)
-from proxy_bench import bench_proxy, proxy_table  # noqa: E402
+from proxy_bench import LEDGER, bench_proxy, proxy_table  # noqa: E402
 from selection_bench import (  # noqa: E402
     NEWER_METHODS,
     bench_contrastive_fit,
@@ -194,8 +195,8 @@ def sizes_table(results: dict) -> list[str]:
     ]
 
 
-def bench_proxy_part(root: str, tiny: bool) -> dict:
-    return {"proxy": bench_proxy(root, tiny)}
+def bench_proxy_part(root: str, tiny: bool, workers: int = 2) -> dict:
+    return {"proxy": bench_proxy(root, tiny, workers, None if tiny else LEDGER)}
 
 
 # each part: what it measures (keys of the results) and its rows of the table, in table order
@@ -220,12 +221,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     parser.add_argument("--root", default=os.environ.get("MNIST_DATA_DIR", "data"))
     parser.add_argument("--only", choices=list(PARTS), help="measure only this part, merged into --out")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="processes for the proxy part's full-recipe trainings",
+    )
     a = parser.parse_args(argv)
     out = Path(a.out)
     results = json.loads(out.read_text()) if a.only and out.exists() else {}
     for name, (measure, rows) in PARTS.items():
         if a.only in (None, name):
-            results.update(measure(a.root, a.tiny))
+            results.update(measure(a.root, a.tiny, **({"workers": a.workers} if name == "proxy" else {})))
             if a.only:
                 print("\n".join(rows(results)))
     if not a.only:

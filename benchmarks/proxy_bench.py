@@ -14,17 +14,26 @@ score on its first half), on three sets of class-balanced candidates:
 
 The full recipe's own noise is measured on the same sets: one of its trainings against the mean
 of the others. Seconds per evaluation beside each proxy; the screens' one-off setup apart.
+
+The full recipe's trainings and the proxies' scores are hours at full size, so each is written to
+a ledger (`benchmarks/proxy-ledger.json`, committed) as it finishes: a stopped bench resumes where
+it was, on this machine or another. A proxy's seconds are timed afresh on its first
+`TIME_SAMPLE` candidates in every run, so that the seconds in one table come from one run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 import numpy as np
 import torch
-from common import MEAN, STD, config
+from common import MEAN, REPO, STD, config
 
 from mnist_pruning.data import load_mnist
 from mnist_pruning.embed import pca, pca_with
@@ -51,6 +60,8 @@ TINY_PROXIES = {
     "5 x 1": dict(steps=5, seeds=1),
     "5 x 1, lenet5 + mlp": dict(steps=5, seeds=1, models=("lenet5", "mlp")),
 }
+LEDGER = REPO / "benchmarks" / "proxy-ledger.json"
+TIME_SAMPLE = 4  # candidates each proxy is timed on afresh in every run
 SCREEN_RIDGE = 1e-3  # relative to the kernel's mean diagonal (mnist_pruning.screens)
 NTK_INITS = [0, 1, 2]
 
@@ -103,6 +114,33 @@ def swapped_pairs(
     return out
 
 
+def digest(*parts) -> str:
+    """A short stable key for what a measurement depends on (recipes, settings, rows)."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return h.hexdigest()[:16]
+
+
+class Ledger:
+    """Measurements by key, written through (atomically) after each one, so that a bench stopped
+    after hours loses nothing; `path=None` keeps them in memory (the --tiny run)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.data: dict[str, list] = json.loads(path.read_text()) if path and path.exists() else {}
+
+    def get(self, key: str) -> list | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: list) -> None:
+        self.data[key] = value
+        if self.path:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
+            os.replace(tmp, self.path)
+
+
 _WORKER: dict = {}  # what each truth worker loads once: the data, the recipe, the held-out set
 
 
@@ -132,9 +170,32 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def bench_proxy(root: str, tiny: bool) -> dict:
+def truths_of(
+    ledger: Ledger, jobs: list[tuple[np.ndarray, int]], setup: tuple, prefix: str, workers: int
+) -> list[list]:
+    """[held-out accuracy, seconds] of each (rows, seed) full-recipe training: from the ledger, or
+    trained in `workers` processes, each written to the ledger as it finishes."""
+
+    def key(rows: np.ndarray, seed: int) -> str:
+        return f"{prefix}/{digest(rows)}/{seed}"
+
+    todo = [job for job in jobs if ledger.get(key(*job)) is None]
+    if todo:
+        print(f"proxy bench: {len(todo)} of {len(jobs)} trainings to go (the rest in the ledger)")
+        with ProcessPoolExecutor(max_workers=workers, initializer=_truth_worker, initargs=setup) as ex:
+            futures = {ex.submit(_truth, job): job for job in todo}
+            for done, future in enumerate(as_completed(futures), 1):
+                ledger.put(key(*futures[future]), list(future.result()))
+                if done % 10 == 0:
+                    print(f"proxy bench: {done}/{len(todo)} trainings")
+    return [ledger.get(key(*job)) for job in jobs]
+
+
+def bench_proxy(root: str, tiny: bool, workers: int = 2, ledger_path: Path | None = None) -> dict:
     """Per k, every proxy and screen: seconds per evaluation, Spearman over the mixed and within
-    the group, pair agreement; the truth's own noise on the same sets."""
+    the group, pair agreement; the truth's own noise on the same sets. Resumes from the ledger at
+    `ledger_path` (None: nothing kept)."""
+    ledger = Ledger(ledger_path)
     data = load_mnist(root)
     holdout_size = 600 if tiny else 10_000
     perm = np.random.default_rng(0).permutation(len(data.train_labels))
@@ -153,8 +214,9 @@ def bench_proxy(root: str, tiny: bool) -> dict:
         subsets = mixed + group + [p for _, p in pairs]
         jobs = [(pool[s], seed) for s in subsets for seed in range(truth_seeds)]
         setup = (root, k, tiny, holdout[half:])
-        with ProcessPoolExecutor(max_workers=2, initializer=_truth_worker, initargs=setup) as ex:
-            results = list(ex.map(_truth, jobs))
+        cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
+        full = recipe_of(cfg)
+        results = truths_of(ledger, jobs, setup, digest("truth", full, holdout[half:]), workers)
         truths = np.array([r[0] for r in results]).reshape(len(subsets), truth_seeds)
         full_seconds = [r[1] for r in results]
         sets = _sets(len(mixed), len(group), n_starts, pairs)
@@ -168,8 +230,6 @@ def bench_proxy(root: str, tiny: bool) -> dict:
                 0.0,
             )
         ]
-        cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
-        full = recipe_of(cfg)
         truth = truths.mean(1)
         for name, over in (TINY_PROXIES if tiny else PROXIES).items():
             settings = ProxySettings(**{**BASE, "eval_size": half, **over})
@@ -186,7 +246,9 @@ def bench_proxy(root: str, tiny: bool) -> dict:
                 torch.device("cpu"),
                 [lambda m=m: build_model(m) for m in settings.models],
             )
-            rows.append(_scored(name, score, subsets, sets, truth, 0.0))
+            prefix = digest("proxy", settings, full, holdout[:half])
+            keys = [f"{prefix}/{digest(pool[s])}" for s in subsets]
+            rows.append(_scored(name, score, subsets, sets, truth, 0.0, ledger, keys))
         for name, score, setup in _screens(
             data, pool, holdout[:half], x, subsets, NTK_INITS[:1] if tiny else NTK_INITS
         ):
@@ -246,11 +308,23 @@ def _scored(
     sets: dict,
     truth: np.ndarray,
     setup: float,
+    ledger: Ledger | None = None,
+    keys: list[str] | None = None,
 ) -> dict:
-    start = time.perf_counter()
-    scores = np.array([score(rows) for rows in subsets])
-    seconds = (time.perf_counter() - start) / len(subsets)
-    return _fidelity(name, sets, scores, truth, seconds, setup)
+    """A proxy's fidelity; its scores from the ledger where there (a proxy is deterministic for
+    its seeds), its seconds per evaluation timed afresh on the first TIME_SAMPLE candidates (on
+    all of them without a ledger)."""
+    scores, seconds = [], []
+    for i, rows in enumerate(subsets):
+        hit = ledger.get(keys[i]) if ledger else None
+        if hit is None or i < TIME_SAMPLE:
+            start = time.perf_counter()
+            hit = [float(score(rows))]
+            seconds.append(time.perf_counter() - start)
+            if ledger:
+                ledger.put(keys[i], hit)
+        scores.append(hit[0])
+    return _fidelity(name, sets, np.array(scores), truth, float(np.mean(seconds)), setup)
 
 
 def _screens(data, pool, scored, x_pool, subsets, inits: list[int]) -> list[tuple[str, Callable, float]]:

@@ -88,3 +88,32 @@ def test_projected_steps_are_the_composed_configs_steps(bench):
     assert len(firsts) == 9 and len({n for _, n in firsts.values()}) > 1  # several regimes
     for job, n in firsts.values():
         assert bench.config(job).train.steps == n
+
+
+def test_the_proxy_bench_resumes_from_its_ledger(tmp_path, mnist_root, monkeypatch):
+    """A stopped proxy bench loses nothing: what it trained and scored is in the ledger, and a
+    second run trains nothing again and reads the same figures back."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("proxy_bench", None)
+    import proxy_bench
+
+    trained = []
+    real = proxy_bench.truths_of
+
+    def counting(ledger, jobs, *args):
+        trained.append(sum(ledger.get(f"{args[1]}/{proxy_bench.digest(r)}/{s}") is None for r, s in jobs))
+        return real(ledger, jobs, *args)
+
+    monkeypatch.setattr(proxy_bench, "truths_of", counting)
+    ledger = tmp_path / "ledger.json"
+    first = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger)
+    entries = json.loads(ledger.read_text())
+    second = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger)
+    n_subsets = 4 + 3 + 4  # mixed, group, pairs at --tiny
+    assert trained == [n_subsets * 2, 0]  # two truth seeds a subset, none trained the second time
+    assert len(entries) == n_subsets * 2 + 2 * n_subsets  # the trainings, two proxies' scores
+    for a, b in zip(first["sizes"][0]["proxies"], second["sizes"][0]["proxies"], strict=True):
+        for key in ("spearman_mixed", "spearman_group", "pair_agreement"):
+            assert a[key] == pytest.approx(b[key], nan_ok=True)  # nan where --tiny's scores tie
