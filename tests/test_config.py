@@ -145,6 +145,20 @@ def test_run_name_says_what_picks_the_subset(make_cfg):
     assert run_name(make_cfg("selector=random", "k=10", "embedding=autoencoder")) == "random-k10-s0"
 
 
+def test_a_run_label_names_the_run_and_changes_no_result(make_cfg):
+    """`mlflow.run_label` tells apart runs whose names would match (a search and its control):
+    it is in the name, before the seed, and not in the config hash, so resume and the report
+    treat a labelled run as the setting it is."""
+    from mnist_pruning.tracking import config_hash, run_name
+
+    search = ("selector=search", "embedding=autoencoder", "k=10", "seed=2")
+    control = make_cfg(*search, "selector.search.evaluations=0", "mlflow.run_label=control")
+    assert run_name(control) == "search-herding-k10-bal-ae64-control-s2"
+    assert run_name(make_cfg(*search)) == "search-herding-k10-bal-ae64-s2"
+    plain = make_cfg(*search, "selector.search.evaluations=0")
+    assert config_hash(control) == config_hash(plain)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
     """A typo in an experiment file (an unknown key, a grid value of the wrong type) fails here,

@@ -269,6 +269,7 @@ class MlflowConfig:
     tracking_uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
     experiment_name: str = "mnist-pruning"
     artifact_root: str = "mlruns"
+    run_label: str | None = None  # appended to run names (tells apart runs the name leaves alike)
 
 
 @dataclass

@@ -157,6 +157,9 @@ def run_name(cfg: DictConfig) -> str:
     model = OmegaConf.select(cfg, "model.name", default="lenet5")
     if model != "lenet5":  # the study's network goes unnamed, as it did before there was a choice
         parts.append(model)
+    label = OmegaConf.select(cfg, "mlflow.run_label", default=None)
+    if label:  # a search and its control, or two generations of it, share everything else
+        parts.append(str(label))
     parts.append(f"s{cfg.seed}")
     return "-".join(parts)
 
