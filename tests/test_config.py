@@ -268,3 +268,18 @@ def test_a_launcher_without_its_plugin_is_one_line_naming_the_extra(monkeypatch)
         with pytest.raises(ConfigError, match=r"hydra/launcher=.* pip install 'mnist-pruning\[cluster\]'"):
             check_choices([f"hydra/launcher={launcher}", "k=100"])
     check_choices(["hydra/launcher=joblib"])  # in the base install: no error
+
+
+def test_the_first_generation_search_stays_reachable_value_for_value(make_cfg):
+    """`selector=search_first` is the search +experiment=search measured (RESULTS.md): 60
+    evaluations of 1,000 steps x 2 seeds of the run's recipe, 8 draws of herding, no screen, no
+    portfolio, no shortlist; a search all the same (its name, its holdout)."""
+    cfg = make_cfg("selector=search_first", "embedding=autoencoder", "k=20")
+    s = cfg.selector.search
+    assert cfg.selector.name == "search" and cfg.selector.base == "herding" and cfg.selector.balance
+    assert (s.draws, s.evaluations, s.candidates, s.width) == (8, 60, "neighbors", 20)
+    p = s.proxy
+    assert (p.steps, p.batch_size, p.seeds, p.eval_size, p.augment) == (1000, 64, 2, 5000, True)
+    assert (p.optimizer, p.lr, p.weight_decay, p.strength, p.elastic) == (None, None, None, 1.0, True)
+    assert list(p.models) == ["lenet5"] and s.screen.name == "none" and list(s.bases) == []
+    assert s.shortlist == 0 and s.holdout == 10000
