@@ -609,3 +609,28 @@ def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
     curves = set(rows["curve"])
     assert {"random", "random mlp dc_protocol", "random convnet3 dc_protocol"} <= curves
     assert "random convnet3 dc_protocol train.augmentation=dc" in curves
+
+
+def test_the_seeds_of_a_transfer_by_run_name_are_one_curve(tmp_path):
+    """`selector=fixed selector.run=EXPERIMENT/NAME` names a source run per size and seed; the
+    report reads the run's own k and seed in the name as {k} and {seed}, so five seeds of one
+    source family are one setting, two families (a search and its control) two, and runs named
+    by id stay apart."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        for k in (10, 20):  # the search's subsets at two sizes; its control's at one
+            spec = f"search2/search-herding-k{k}-bal-ae64-s{seed}"
+            add_run(client, exp_id, "fixed", k, seed, 0.9, extra={"selector.run": spec})
+        spec = f"search2/search-herding-k10-bal-ae64-control-s{seed}"
+        add_run(client, exp_id, "fixed", 10, seed, 0.8, extra={"selector.run": spec})
+    add_run(client, exp_id, "fixed", 10, 0, 0.7, extra={"selector.run": "0123abcd"})
+    s = report.summarize(report.latest_finished(report.fetch_runs(uri, EXP)).finished)
+    rows = {(r.other, r.k): (r.seeds, r.median_acc) for r in s.itertuples()}
+    assert rows == {  # the commonest source is the usual value, not named
+        ("", 10): (5, pytest.approx(0.9)),
+        ("", 20): (5, pytest.approx(0.9)),
+        ("selector.run=search2/search-herding-k{k}-bal-ae64-control-s{seed}", 10): (5, pytest.approx(0.8)),
+        ("selector.run=0123abcd", 10): (1, pytest.approx(0.7)),
+    }

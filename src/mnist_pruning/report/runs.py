@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -75,6 +76,16 @@ def ignores_embedding(df: pd.DataFrame) -> pd.Series:
     return name.isin(sorted(EMBEDDING_FREE))
 
 
+def source_pattern(spec: str, k: str, seed: str) -> str:
+    """`selector.run=EXPERIMENT/NAME` names one source run per size and seed
+    (search2/search-herding-k10-bal-ae64-s3): the run's own k and seed in it read as {k} and
+    {seed}, so that the seeds and sizes of one transfer are one curve; a run id stays as it is."""
+    if "/" not in spec:
+        return spec
+    spec = re.sub(rf"-s{re.escape(seed)}$", "-s{seed}", spec)
+    return re.sub(rf"-k{re.escape(k)}-", "-k{k}-", spec)
+
+
 def setting_text(df: pd.DataFrame) -> pd.DataFrame:
     """The setting columns as text, with the embedding's params IGNORED where the selector
     ignores the embedding: random swept over two embeddings is one setting, not two curves of
@@ -85,6 +96,14 @@ def setting_text(df: pd.DataFrame) -> pd.DataFrame:
         if f"params.{key}" in cols:
             cols[f"params.{key}"] = cols[f"params.{key}"].where(cols[f"params.{key}"].notna(), str(default))
     text = as_text(cols)
+    if "params.selector.run" in text:  # the five seeds of a transfer read five runs: one setting
+        own = as_text(df.reindex(columns=["params.k", "params.seed"]))
+        text["params.selector.run"] = [
+            source_pattern(spec, k, seed)
+            for spec, k, seed in zip(
+                text["params.selector.run"], own["params.k"], own["params.seed"], strict=True
+            )
+        ]
     embedding = [c for c in text if c == "params.pca_dims" or c.split(".")[1] == "embedding"]
     text.loc[ignores_embedding(df), embedding] = IGNORED
     return text
