@@ -91,3 +91,38 @@ def test_tuning_without_a_validation_split_is_one_line(tmp_path, run_env):
     assert len(errors) == 1 and "data.validation_size=0 is not allowed" in errors[0]
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists()  # checked before the store is opened
+
+
+def test_a_study_started_again_with_resume_goes_on_where_it_stopped(mnist_root, shared_cache, tmp_path):
+    """A stopped study loses nothing it finished: with resume=true the seeded sampler proposes
+    the same trials, their runs are read back rather than trained again, and the study goes on
+    with the trials it had not run; without resume every trial trains."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    overrides = [
+        f"data.root={mnist_root}",
+        f"cache.dir={shared_cache}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.artifact_root={tmp_path}/mlruns",
+        "k=20",
+        "train.steps=10",
+        "tune.seeds=2",
+        "tune.only=[train.lr]",
+    ]
+    trained = []
+
+    def counting(run_cfg, experiment_id, tags):
+        trained.append((tags["tune_trial"], run_cfg.seed))
+        return train_module.run(run_cfg, experiment_id, tags)
+
+    cfg = compose_tune([*overrides, "tune.trials=2", "resume=true"])
+    exp = tracking.ensure_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
+    first = tune.study(cfg, exp, run_one=counting)
+    assert trained == [("0", 0), ("0", 1), ("1", 0), ("1", 1)]
+    trained.clear()
+    again = tune.study(compose_tune([*overrides, "tune.trials=3", "resume=true"]), exp, run_one=counting)
+    assert trained == [("2", 0), ("2", 1)]  # trials 0 and 1 read back
+    assert [t.params for t in again.trials[:2]] == [t.params for t in first.trials]
+    assert [t.value for t in again.trials[:2]] == [t.value for t in first.trials]
+    trained.clear()
+    tune.study(compose_tune([*overrides, "tune.trials=1"]), exp, run_one=counting)
+    assert trained == [("0", 0), ("0", 1)]  # resume=false: trained again

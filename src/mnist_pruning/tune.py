@@ -2,6 +2,7 @@
 
     python -m mnist_pruning.tune k=100
     python -m mnist_pruning.tune k=20 tune.trials=30 'tune.only=[train.steps,train.lr]'
+    python -m mnist_pruning.tune +experiment=tune_full resume=true   # goes on where it stopped
 
 A small driver rather than Hydra's Optuna sweeper: that plugin pins optuna < 3, a 2021 release,
 while this one uses the Optuna the environment has. Each trial runs `tune.seeds` ordinary
@@ -89,6 +90,25 @@ def study(cfg: DictConfig, experiment_id: str, run_one: RunFn = run) -> Any:
         base.tune = None  # a trial's runs are plain training runs
         base.pop("hydra", None)  # composed with return_hydra_config (tests)
 
+    def run_or_reuse(run_cfg: DictConfig, tags: dict[str, str]) -> float:
+        """A trial's run; with resume=true, a FINISHED run of the same config is read back
+        instead. The sampler is seeded, so a study started again proposes the same trials in the
+        same order and goes on where it stopped: a stopped study loses at most its unfinished runs."""
+        if cfg.resume:
+            validate(run_cfg)
+            done = tracking.finished_run(
+                cfg.mlflow.tracking_uri, experiment_id, tracking.config_hash(run_cfg)
+            )
+            if done is not None and "val_acc" in done.data.metrics:
+                log.info(
+                    "resume: trial %s seed %s already FINISHED as run %s",
+                    tags["tune_trial"],
+                    run_cfg.seed,
+                    done.info.run_id,
+                )
+                return done.data.metrics["val_acc"]
+        return run_one(run_cfg, experiment_id, tags)
+
     def objective(trial: optuna.Trial) -> float:
         values = {key: suggest(trial, key, dim) for key, dim in dims.items()}
         scores = []
@@ -99,7 +119,7 @@ def study(cfg: DictConfig, experiment_id: str, run_one: RunFn = run) -> Any:
             run_cfg.seed = seed
             tags = {"sweep": name, "job_num": str(trial.number), "tune_study": name}
             tags["tune_trial"] = str(trial.number)
-            scores.append(run_one(run_cfg, experiment_id, tags))
+            scores.append(run_or_reuse(run_cfg, tags))
         score = statistics.median(scores)
         log.info("trial %d: median val_acc %.4f with %s", trial.number, score, values)
         return score
