@@ -203,6 +203,58 @@ def test_a_screened_search_judges_the_draws_and_swaps_its_screen_ranks_best():
     assert trace_again == trace_repeat
 
 
+def test_greedy_by_screen_adds_the_best_of_its_candidates_class_by_class():
+    """Each step keeps, of its class's candidates, the one the screen scores best with what is
+    chosen: with every image a candidate and a screen that sums a known value per image, the
+    pick is each class's most valuable images, exactly k of them, balanced."""
+    from mnist_pruning.selectors.search import greedy_by_screen
+
+    x, labels = toy(n_per_class=8)
+    value = np.random.default_rng(3).permutation(len(labels)).astype(float)
+    calls = []
+
+    def screen(rows):
+        calls.append(len(rows))
+        return float(value[rows].sum())
+
+    picked = greedy_by_screen(screen, labels, 20, 8, np.random.default_rng(0))
+    expected = np.sort(
+        np.concatenate([np.flatnonzero(labels == c)[np.argsort(-value[labels == c])[:2]] for c in range(10)])
+    )
+    np.testing.assert_array_equal(picked, expected)
+    assert calls == [1] * 8 + [i for i in range(2, 11) for _ in range(8)] + [
+        i for i in range(11, 21) for _ in range(7)
+    ]
+    fewer = greedy_by_screen(screen, labels, 25, 3, np.random.default_rng(0))  # 3 candidates a step
+    assert len(np.unique(fewer)) == 25 and sorted(np.bincount(labels[fewer]).tolist()) == [2] * 5 + [3] * 5
+
+
+def test_a_screened_search_judges_the_screens_greedy_draw():
+    """With screen_greedy, the subset the screen builds alone is judged after the base's own, and
+    kept when the proxy scores it best; the proxy still spends exactly its evaluations."""
+    from mnist_pruning.selectors.search import greedy_by_screen
+
+    x, labels = toy(n_per_class=8)
+    value = np.random.default_rng(3).permutation(len(labels)).astype(float)
+
+    def screen(rows):
+        return float(value[rows].sum())
+
+    # every image of a class a candidate: the greedy draw is each class's two most valuable
+    built = greedy_by_screen(screen, labels, 20, 8, np.random.default_rng(0))
+    judged = []
+
+    def proxy(rows):
+        judged.append(tuple(rows.tolist()))
+        return 1.0 if np.array_equal(rows, built) else noisy(rows) / 2
+
+    s = dict(draws=3, evaluations=6, width=3, screen=screen, screen_greedy=8)
+    picked, trace = searched(x, labels, 20, proxy, seed=7, **s)
+    assert len(judged) == 6 and tuple(picked.tolist()) in judged
+    assert judged[1] == tuple(picked.tolist()) and trace[1][1] == 1.0  # judged second, kept to the end
+    assert np.bincount(labels[picked], minlength=10).tolist() == [2] * 10
+
+
 def test_a_bad_screen_setting_is_one_line():
     with pytest.raises(
         ConfigError, match=r"selector.search.screen.name='krr' is not allowed: one of none, rbf, nn, ntk"
@@ -229,6 +281,7 @@ def test_a_bad_screen_setting_is_one_line():
         ("selector.search.shortlist=-1", r"shortlist=-1 is not allowed"),
         ("selector.search.bases=[random,el2n]", r"draws=2 is not allowed: an integer >= 3"),
         ("selector.search.screen.eval_size=20000", r"screen.eval_size=20000 is not allowed"),
+        ("selector.search.screen.greedy=50", r"screen.greedy=50 is not allowed: 0, or .* with a screen"),
         ("train.optimizer=rmsprop", r"train.optimizer='rmsprop' is not allowed: one of sgd, adam"),
     ],
 )

@@ -239,6 +239,7 @@ def search_options(
         screen=None if screen is None else _timed(screen, counts.setdefault("screen", [])),
         screen_draws=s.screen.draws,
         screen_swaps=s.screen.swaps,
+        screen_greedy=s.screen.greedy,
         bases=bases,
         shortlist=s.shortlist,
         rescore=_timed(proxy_with(seeds[settings.seeds :]), counts.setdefault("shortlist", []))

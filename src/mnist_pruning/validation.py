@@ -297,6 +297,8 @@ def _validate_search(sel: DictConfig, k: int, pool: int) -> int:
     _check(c.name in SCREENS, "selector.search.screen.name", c.name, f"one of {', '.join(SCREENS)}")
     _check(c.draws >= 0, "selector.search.screen.draws", c.draws, "an integer >= 0 (0: no draw screened)")
     _check(c.swaps >= 1, "selector.search.screen.swaps", c.swaps, "an integer >= 1 (1: no swap screened)")
+    ok = c.greedy == 0 or (c.greedy >= 1 and c.name != "none")
+    _check(ok, "selector.search.screen.greedy", c.greedy, "0, or an integer >= 1 with a screen (screen.name)")
     _check(c.ridge > 0, "selector.search.screen.ridge", c.ridge, "a number > 0")
     _check(1 <= c.pca_dims <= 784, "selector.search.screen.pca_dims", c.pca_dims, "an integer from 1 to 784")
     _check(c.inits >= 1, "selector.search.screen.inits", c.inits, "an integer >= 1")

@@ -143,6 +143,7 @@ class ScreenConfig:
     name: str = "none"
     draws: int = 0  # base subsets screened; the base's own and the best draws - 1 go to the proxy
     swaps: int = 1  # random swaps screened for each swap the proxy judges (1: none screened)
+    greedy: int = 0  # > 0: one more draw built by the screen, each image the best of this many of its class
     ridge: float = 1.0e-3  # rbf: relative to the kernel's mean diagonal
     pca_dims: int = 50  # the PCA (fit on the pool) the screen sees the pool and the holdout in
     inits: int = 1  # ntk: the initialisations the kernel is averaged over

@@ -64,6 +64,7 @@ class SearchOptions:
     screen: Proxy | None = None
     screen_draws: int = 0  # base subsets screened; the best `draws` go to the proxy (0: none screened)
     screen_swaps: int = 1  # candidate swaps screened for each one the proxy judges (1: none screened)
+    screen_greedy: int = 0  # > 0: one more draw built greedily by the screen, of this many per step
     # a portfolio: more base rules the draws alternate with Options.base, each built elsewhere
     # (its own embedding or scores) as (rows, n, seed) -> n of those rows
     bases: tuple[BaseRule, ...] = ()

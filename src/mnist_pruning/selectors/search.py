@@ -36,7 +36,8 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
     class until `evaluations` proxy calls are spent; a swap is kept only if it raises the score.
     With a screen (`SearchOptions.screen`), a multi-fidelity search: of `screen_draws` base
     subsets the proxy judges each rule's own and the ones the screen ranks best, and each swap it
-    judges is the screen's best of `screen_swaps` random ones. A portfolio (`bases`) alternates
+    judges is the screen's best of `screen_swaps` random ones, and with `screen_greedy` one more
+    draw is built by the screen alone (`greedy_by_screen`). A portfolio (`bases`) alternates
     the draws between rules; a shortlist scores the best few again before the pick. With
     `evaluations=0`, the base rule's subset of the whole pool (the search's control)."""
     s = options.search
@@ -90,6 +91,9 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
         screened = [float(s.screen(np.sort(subset))) for subset in subsets[own:]]
         order = np.argsort(-np.asarray(screened), kind="stable")[: judged - own]
         subsets = subsets[:own] + [subsets[own + i] for i in order]
+    if s.screen is not None and s.screen_greedy > 0:  # one more draw, built by the screen alone
+        built = greedy_by_screen(s.screen, labels, k, s.screen_greedy, rng)
+        subsets = (subsets[: len(rules)] + [built] + subsets[len(rules) :])[: s.evaluations]
     judged_subsets: list[tuple[float, np.ndarray]] = []
     for subset in subsets:
         score, better = evaluate(subset)
@@ -131,6 +135,29 @@ def search(x: np.ndarray, labels: np.ndarray, k: int, seed: int, options: Option
     if s.shortlist > 0 and s.rescore is not None:
         best = _shortlisted(judged_subsets, s.shortlist, s.rescore, s.rescore_weight)
     return best
+
+
+def greedy_by_screen(
+    screen: Callable[[np.ndarray], float], labels: np.ndarray, k: int, width: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k class-balanced rows built one image at a time, round by round over the classes: each
+    adds to its class the one of `width` random images of it that the screen scores best with
+    the images chosen so far (greedy forward selection under a kernel proxy, as bilevel coresets
+    do, Borsos et al. 2020). The candidates of one step differ in that image alone, so a screen
+    blind to the classes still missing compares them fairly."""
+    from mnist_pruning.selectors import class_quotas
+
+    quotas = class_quotas(labels, k)
+    chosen: list[int] = []
+    for round_ in range(max(quotas.values())):
+        for c in sorted(quotas):
+            if quotas[c] <= round_:
+                continue
+            members = np.setdiff1d(np.flatnonzero(labels == c), chosen)
+            trial = rng.choice(members, size=min(width, len(members)), replace=False)
+            scores = [float(screen(np.sort(np.array([*chosen, int(j)])))) for j in trial]
+            chosen.append(int(trial[int(np.argmax(scores))]))
+    return np.sort(np.array(chosen, dtype=np.int64))
 
 
 def _shortlisted(
