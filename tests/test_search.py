@@ -347,11 +347,12 @@ def test_a_tiny_screened_search_runs_from_the_command_line(tmp_path, run_env):
 def test_a_tiny_multi_fidelity_search_runs_from_the_command_line(tmp_path, run_env):
     stages = [
         "selector.search.draws=4",
-        "selector.search.evaluations=5",
+        "selector.search.evaluations=6",
         "selector.search.screen.name=ntk",
         "selector.search.screen.eval_size=200",
         "selector.search.screen.draws=5",
         "selector.search.screen.swaps=3",
+        "selector.search.screen.greedy=2",
         "selector.search.bases=[random,herding@pca]",
         "selector.search.shortlist=2",
         "selector.search.shortlist_seeds=1",
@@ -364,11 +365,11 @@ def test_a_tiny_multi_fidelity_search_runs_from_the_command_line(tmp_path, run_e
     res = run_train([*TINY_SEARCH, *stages], tmp_path, run_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     (run,) = search_runs(tmp_path).to_dict("records")
-    assert run["status"] == "FINISHED" and run["metrics.search_evaluations"] == 5
+    assert run["status"] == "FINISHED" and run["metrics.search_evaluations"] == 6
     assert run["metrics.train_size"] == 20
-    # 5 draws: the 3 rules' own judged unscreened, the screen's best of the other 2; then the
-    # one swap judged, the best of 3 screened
-    assert run["metrics.screen_evaluations"] == 2 + 3
+    # 5 draws: the 3 rules' own judged unscreened, the screen's best of the other 2; the greedy
+    # draw (20 steps of 2 candidates); then the one swap judged, the best of 3 screened
+    assert run["metrics.screen_evaluations"] == 2 + 20 * 2 + 3
     assert run["metrics.shortlist_evaluations"] == 2 and run["metrics.shortlist_seconds"] > 0
     assert run["params.selector.search.proxy.models"] == "['lenet5', 'mlp']"
 
