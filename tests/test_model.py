@@ -69,6 +69,9 @@ def _committed_hashes(study: str) -> set[str]:
         ("baselines", ["selector=random", "k=1500", "seed=2"]),
         ("search", ["+experiment=search", "k=10", "selector.search.evaluations=0", "seed=1"]),
         ("search", ["+experiment=search", "k=20", "selector.search.evaluations=60", "seed=3"]),
+        # the first generation pinned: its runs' hashes, whatever selector=search's defaults become
+        ("search", ["selector=search_first", "embedding=autoencoder", "k=20", "seed=3"]),
+        ("search", ["selector=search_first", "embedding=autoencoder", "k=10", "seed=0"]),
     ],
 )
 def test_the_default_model_and_recipe_leave_every_committed_config_hash_unchanged(make_cfg, study, overrides):
