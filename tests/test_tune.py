@@ -26,23 +26,24 @@ def compose_tune(overrides):
     return cfg
 
 
+def tiny_study(mnist_root, shared_cache, tmp_path) -> list[str]:
+    """A study of 10-step runs at k = 20 tuning the learning rate alone, in a store of its own."""
+    return [
+        f"data.root={mnist_root}",
+        f"cache.dir={shared_cache}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_root={tmp_path}/mlruns",
+        "k=20",
+        "train.steps=10",
+        "tune.only=[train.lr]",
+    ]
+
+
 def test_a_study_logs_each_trial_and_never_evaluates_the_test_images(
     mnist_root, shared_cache, tmp_path, monkeypatch
 ):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = compose_tune(
-        [
-            f"data.root={mnist_root}",
-            f"cache.dir={shared_cache}",
-            f"mlflow.tracking_uri={uri}",
-            f"mlflow.artifact_root={tmp_path}/mlruns",
-            "k=20",
-            "train.steps=10",
-            "tune.trials=3",
-            "tune.seeds=1",
-            "tune.only=[train.lr]",
-        ]
-    )
+    cfg = compose_tune([*tiny_study(mnist_root, shared_cache, tmp_path), "tune.trials=3", "tune.seeds=1"])
     seen = []
     real_train = train_module.train
 
@@ -98,16 +99,7 @@ def test_a_study_started_again_with_resume_goes_on_where_it_stopped(mnist_root, 
     the same trials, their runs are read back rather than trained again, and the study goes on
     with the trials it had not run; without resume every trial trains."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    overrides = [
-        f"data.root={mnist_root}",
-        f"cache.dir={shared_cache}",
-        f"mlflow.tracking_uri={uri}",
-        f"mlflow.artifact_root={tmp_path}/mlruns",
-        "k=20",
-        "train.steps=10",
-        "tune.seeds=2",
-        "tune.only=[train.lr]",
-    ]
+    overrides = [*tiny_study(mnist_root, shared_cache, tmp_path), "tune.seeds=2"]
     trained = []
 
     def counting(run_cfg, experiment_id, tags):
