@@ -41,7 +41,7 @@ from mnist_pruning.model import build_model
 from mnist_pruning.proxy import ProxySettings, make_proxy, proxy_seeds
 from mnist_pruning.selectors import Options, select
 from mnist_pruning.subset import recipe_of
-from mnist_pruning.training import normalize, train
+from mnist_pruning.training import Recipe, normalize, train
 
 # the proxies compared: the first generation's (the run's recipe cut short), then recipes of the
 # proxy's own (selector.search.proxy.*); each a ProxySettings over BASE
@@ -144,13 +144,13 @@ class Ledger:
 _WORKER: dict = {}  # what each truth worker loads once: the data, the recipe, the held-out set
 
 
-def _truth_worker(root: str, k: int, tiny: bool, holdout: np.ndarray) -> None:
-    """A truth worker's setup (one thread): MNIST, the full recipe at k and the normalised holdout,
-    once per process rather than once per training."""
+def _truth_worker(root: str, recipe: Recipe, holdout: np.ndarray) -> None:
+    """A truth worker's setup (one thread): MNIST and the normalised holdout, once per process
+    rather than once per training; the full recipe as the bench composed it."""
     torch.set_num_threads(1)
     data = load_mnist(root)
     _WORKER["data"] = data
-    _WORKER["recipe"] = recipe_of(config([f"k={k}"] + (["train.steps=10"] if tiny else [])))
+    _WORKER["recipe"] = recipe
     _WORKER["held"] = {"val": (normalize(data.train_images[holdout], MEAN, STD), data.train_labels[holdout])}
 
 
@@ -213,9 +213,8 @@ def bench_proxy(root: str, tiny: bool, workers: int = 2, ledger_path: Path | Non
         pairs = swapped_pairs(x, labels[pool], starts, per_start)
         subsets = mixed + group + [p for _, p in pairs]
         jobs = [(pool[s], seed) for s in subsets for seed in range(truth_seeds)]
-        setup = (root, k, tiny, holdout[half:])
-        cfg = config([f"k={k}"] + (["train.steps=10"] if tiny else []))
-        full = recipe_of(cfg)
+        full = recipe_of(config([f"k={k}"] + (["train.steps=10"] if tiny else [])))
+        setup = (root, full, holdout[half:])
         results = truths_of(ledger, jobs, setup, digest("truth", full, holdout[half:]), workers)
         truths = np.array([r[0] for r in results]).reshape(len(subsets), truth_seeds)
         full_seconds = [r[1] for r in results]

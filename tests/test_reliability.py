@@ -30,7 +30,8 @@ def test_unknown_selector_and_embedding_list_the_valid_names(tmp_path, run_env):
     res = run_train(["-m", "selector=nearest,nearst"], tmp_path, run_env)
     assert res.returncode == 2
     line = one_error_line(res)
-    assert "selector='nearst'" in line and "nearest, probcover, random, search, search_first, typical, uncertainty" in line
+    assert "selector='nearst'" in line
+    assert "nearest, probcover, random, search, search_first, typical, uncertainty" in line
     res = run_train(["embedding=pcaa"], tmp_path, run_env)
     assert res.returncode == 2 and "autoencoder, classifier, contrastive, pca, pixels" in one_error_line(res)
     assert not (tmp_path / "mlflow.db").exists()

@@ -15,6 +15,7 @@ import threading
 import time
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -167,6 +168,23 @@ def main(cfg: DictConfig) -> float | None:
             mark_job(hc.runtime.output_dir, outcome["status"], time.perf_counter() - started)
 
 
+def finished_before(cfg: DictConfig, experiment_id: str) -> Any | None:
+    """With resume=true, a FINISHED run of this exact setting + seed (not to be trained again);
+    None otherwise."""
+    if not cfg.resume:
+        return None
+    validate(cfg)  # the config hash resolves every value: check them first
+    done = tracking.finished_run(cfg.mlflow.tracking_uri, experiment_id, tracking.config_hash(cfg))
+    if done is not None:
+        log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
+    return done
+
+
+def final_accuracy(run: Any) -> float | None:
+    """A finished run's result: test accuracy, or validation accuracy for a tuning run."""
+    return run.data.metrics.get("test_acc", run.data.metrics.get("val_acc"))
+
+
 def _job(
     cfg: DictConfig, hc: DictConfig, multirun: bool, job: int, tags: dict, outcome: dict
 ) -> float | None:
@@ -183,13 +201,10 @@ def _job(
             parent = tracking.sweep_parent(m.tracking_uri, experiment_id, hc.sweep.dir)
             if parent is not None:
                 tags["mlflow.parentRunId"] = parent
-        if cfg.resume:
-            validate(cfg)  # the config hash resolves every value: check them first
-            done = tracking.finished_run(m.tracking_uri, experiment_id, tracking.config_hash(cfg))
-            if done is not None:
-                log.info("resume: %s already FINISHED as run %s", tracking.run_name(cfg), done.info.run_id)
-                outcome["status"] = "skipped"
-                return done.data.metrics.get("test_acc", done.data.metrics.get("val_acc"))
+        done = finished_before(cfg, experiment_id)
+        if done is not None:
+            outcome["status"] = "skipped"
+            return final_accuracy(done)
     except Exception as e:  # before the run began: in a sweep, a FAILED run says so
         if multirun and experiment_id is not None:
             try:

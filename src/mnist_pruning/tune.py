@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_pruning import tracking
 from mnist_pruning.config import CONF_DIR, ConfigError, RegimeConfig, SearchDim, register_configs
-from mnist_pruning.train import USER_ERRORS, run
+from mnist_pruning.train import USER_ERRORS, final_accuracy, finished_before, run
 from mnist_pruning.validation import schema_type, validate
 
 log = logging.getLogger(__name__)
@@ -91,23 +91,11 @@ def study(cfg: DictConfig, experiment_id: str, run_one: RunFn = run) -> Any:
         base.pop("hydra", None)  # composed with return_hydra_config (tests)
 
     def run_or_reuse(run_cfg: DictConfig, tags: dict[str, str]) -> float:
-        """A trial's run; with resume=true, a FINISHED run of the same config is read back
-        instead. The sampler is seeded, so a study started again proposes the same trials in the
-        same order and goes on where it stopped: a stopped study loses at most its unfinished runs."""
-        if cfg.resume:
-            validate(run_cfg)
-            done = tracking.finished_run(
-                cfg.mlflow.tracking_uri, experiment_id, tracking.config_hash(run_cfg)
-            )
-            if done is not None and "val_acc" in done.data.metrics:
-                log.info(
-                    "resume: trial %s seed %s already FINISHED as run %s",
-                    tags["tune_trial"],
-                    run_cfg.seed,
-                    done.info.run_id,
-                )
-                return done.data.metrics["val_acc"]
-        return run_one(run_cfg, experiment_id, tags)
+        """A trial's run, or with resume=true its FINISHED run read back: the sampler is seeded,
+        so a study started again proposes the same trials in the same order and goes on where it
+        stopped, losing at most its unfinished runs."""
+        done = finished_before(run_cfg, experiment_id)
+        return final_accuracy(done) if done is not None else run_one(run_cfg, experiment_id, tags)
 
     def objective(trial: optuna.Trial) -> float:
         values = {key: suggest(trial, key, dim) for key, dim in dims.items()}

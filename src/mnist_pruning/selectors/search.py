@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mnist_pruning.selectors import SELECTORS, Options, register, select
+from mnist_pruning.selectors import SELECTORS, Options, class_quotas, register, select
 
 CANDIDATES = ("neighbors", "ranked")
 NOT_A_BASE = ("full", "search", "fixed")
@@ -145,8 +145,6 @@ def greedy_by_screen(
     the images chosen so far (greedy forward selection under a kernel proxy, as bilevel coresets
     do, Borsos et al. 2020). The candidates of one step differ in that image alone, so a screen
     blind to the classes still missing compares them fairly."""
-    from mnist_pruning.selectors import class_quotas
-
     quotas = class_quotas(labels, k)
     chosen: list[int] = []
     for round_ in range(max(quotas.values())):
