@@ -52,6 +52,7 @@ PROXIES: dict[str, dict] = {
     "300 x 1": dict(steps=300, seeds=1),
     "300 x 1, light maps": dict(steps=300, seeds=1, **LIGHT),
     "300 x 1, plain": dict(steps=300, seeds=1, augment=False),
+    "200 x 1, light maps": dict(steps=200, seeds=1, **LIGHT),
     "200 x 1, adam 3e-3, light maps": dict(steps=200, seeds=1, optimizer="adam", lr=3e-3, **LIGHT),
     "300 x 2, light maps": dict(steps=300, seeds=2, **LIGHT),
     "300 x 1, light maps, lenet5 + mlp": dict(steps=300, seeds=1, models=("lenet5", "mlp"), **LIGHT),
