@@ -195,8 +195,8 @@ def sizes_table(results: dict) -> list[str]:
     ]
 
 
-def bench_proxy_part(root: str, tiny: bool, workers: int = 2) -> dict:
-    return {"proxy": bench_proxy(root, tiny, workers, None if tiny else LEDGER)}
+def bench_proxy_part(root: str, tiny: bool, workers: int = 2, sizes: list[int] | None = None) -> dict:
+    return {"proxy": bench_proxy(root, tiny, workers, None if tiny else LEDGER, sizes)}
 
 
 # each part: what it measures (keys of the results) and its rows of the table, in table order
@@ -227,12 +227,16 @@ def main(argv: list[str] | None = None) -> dict:
         default=os.cpu_count(),
         help="processes for the proxy part's full-recipe trainings",
     )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="the proxy part's k (default 10 and 20): one size's table alone"
+    )
     a = parser.parse_args(argv)
     out = Path(a.out)
     results = json.loads(out.read_text()) if a.only and out.exists() else {}
     for name, (measure, rows) in PARTS.items():
         if a.only in (None, name):
-            results.update(measure(a.root, a.tiny, **({"workers": a.workers} if name == "proxy" else {})))
+            own = {"workers": a.workers, "sizes": a.sizes} if name == "proxy" else {}
+            results.update(measure(a.root, a.tiny, **own))
             if a.only:
                 print("\n".join(rows(results)))
     if not a.only:

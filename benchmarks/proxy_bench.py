@@ -197,10 +197,13 @@ def truths_of(
     return [ledger.get(key(*job)) for job in jobs]
 
 
-def bench_proxy(root: str, tiny: bool, workers: int = 2, ledger_path: Path | None = None) -> dict:
-    """Per k, every proxy and screen: seconds per evaluation, Spearman over the mixed and within
-    the group, pair agreement; the truth's own noise on the same sets. Resumes from the ledger at
-    `ledger_path` (None: nothing kept)."""
+def bench_proxy(
+    root: str, tiny: bool, workers: int = 2, ledger_path: Path | None = None, sizes: list[int] | None = None
+) -> dict:
+    """Per k (`sizes`; None: 10 and 20, 10 alone when tiny), every proxy and screen: seconds per
+    evaluation, Spearman over the mixed and within the group, pair agreement; the truth's own
+    noise on the same sets. Resumes from the ledger at `ledger_path` (None: nothing kept), so a
+    size whose trainings are in it is a table in minutes while another is still training."""
     ledger = Ledger(ledger_path)
     data = load_mnist(root)
     holdout_size = 600 if tiny else 10_000
@@ -210,7 +213,7 @@ def bench_proxy(root: str, tiny: bool, workers: int = 2, ledger_path: Path | Non
     x = pca(data.train_flat()[pool], 50)
     half = holdout_size // 2
     n_mixed, n_group, n_starts, per_start, truth_seeds = (4, 3, 2, 2, 2) if tiny else (24, 12, 4, 5, 3)
-    sizes = [10] if tiny else [10, 20]
+    sizes = sizes or ([10] if tiny else [10, 20])
     out = {"holdout": holdout_size, "truth_seeds": truth_seeds, "sizes": []}
     for k in sizes:
         mixed = mixed_candidates(x, labels[pool], k, n_mixed)

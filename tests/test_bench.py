@@ -68,13 +68,15 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
 
 
 def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):
-    """`--only PART` measures that part and keeps what the file held of the others."""
+    """`--only PART` measures that part and keeps what the file held of the others; the proxy
+    part's `--sizes` measures the k given alone."""
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({"training": {"kept": 1}, "proxy": {"stale": 1}}))
-    bench.main(["--tiny", "--only", "proxy", "--root", str(mnist_root), "--out", str(out)])
+    bench.main(["--tiny", "--only", "proxy", "--sizes", "20", "--root", str(mnist_root), "--out", str(out)])
     written = json.loads(out.read_text())
     assert set(written) == {"training", "proxy"} and written["training"] == {"kept": 1}
-    assert "stale" not in written["proxy"] and written["proxy"]["sizes"][0]["mixed"] == 4
+    assert "stale" not in written["proxy"]
+    assert [(s["k"], s["mixed"]) for s in written["proxy"]["sizes"]] == [(20, 4)]
 
 
 def test_projected_steps_are_the_composed_configs_steps(bench):
