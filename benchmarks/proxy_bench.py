@@ -23,6 +23,7 @@ it was, on this machine or another. A proxy's seconds are timed afresh on its fi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -130,7 +131,9 @@ def digest(*parts) -> str:
 
 class Ledger:
     """Measurements by key, written through (atomically) after each one, so that a bench stopped
-    after hours loses nothing; `path=None` keeps them in memory (the --tiny run)."""
+    after hours loses nothing; `path=None` keeps them in memory (the --tiny run). A write merges
+    into what the file holds under a lock, so two benches may share it (`--sizes 10` beside
+    `--sizes 20`) without one erasing the other's."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -142,9 +145,13 @@ class Ledger:
     def put(self, key: str, value: list) -> None:
         self.data[key] = value
         if self.path:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
-            os.replace(tmp, self.path)
+            with open(self.path.with_suffix(".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if self.path.exists():
+                    self.data = {**json.loads(self.path.read_text()), **self.data}
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
+                os.replace(tmp, self.path)
 
 
 _WORKER: dict = {}  # what each truth worker loads once: the data, the recipe, the held-out set

@@ -119,3 +119,18 @@ def test_the_proxy_bench_resumes_from_its_ledger(tmp_path, mnist_root, monkeypat
     for a, b in zip(first["sizes"][0]["proxies"], second["sizes"][0]["proxies"], strict=True):
         for key in ("spearman_mixed", "spearman_group", "pair_agreement"):
             assert a[key] == pytest.approx(b[key], nan_ok=True)  # nan where --tiny's scores tie
+
+
+def test_two_benches_sharing_a_ledger_keep_each_others_entries(tmp_path, monkeypatch):
+    """`--sizes 10` beside `--sizes 20`: each write merges into the file, so neither erases what
+    the other wrote after it started."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import proxy_bench
+
+    path = tmp_path / "ledger.json"
+    one, two = proxy_bench.Ledger(path), proxy_bench.Ledger(path)
+    one.put("a", [1.0])
+    two.put("b", [2.0])
+    one.put("c", [3.0])
+    assert json.loads(path.read_text()) == {"a": [1.0], "b": [2.0], "c": [3.0]}
+    assert proxy_bench.Ledger(path).get("b") == [2.0]
