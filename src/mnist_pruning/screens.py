@@ -148,11 +148,12 @@ def ntk_screen(
     """score(rows): holdout accuracy of kernel ridge regression under LeNet-5's (or `model`'s)
     empirical NTK at init (the mean over `inits`, as `ntk_kernel`). The holdout's per-sample
     gradients are computed here, once; a pool image's (`images(rows)`: normalised images of pool
-    rows) when a candidate first holds it, then kept, so that an evaluation is a k x k solve and
-    a search pays for each image it tries once."""
+    rows) when a candidate first holds it, then kept with its kernel column against the holdout,
+    so that an evaluation is a k x k solve and a search pays for each image it tries once."""
     nets, directions = zip(*(at_init(model, x_hold[:1], seed) for seed in inits), strict=True)
     held = [gradient_features(net, x_hold, d) for net, d in zip(nets, directions, strict=True)]
     features: dict[int, list[Tensor]] = {}
+    columns: dict[int, Tensor] = {}  # an image's kernel against the holdout, the mean over inits
     yp, yh = torch.as_tensor(y_pool), torch.as_tensor(y_hold)
     n_classes = int(max(yp.max(), yh.max())) + 1
 
@@ -161,11 +162,13 @@ def ntk_screen(
         if len(new):
             x = images(new)
             per_init = [gradient_features(net, x, d) for net, d in zip(nets, directions, strict=True)]
+            cols = sum((h @ f.T).double() for h, f in zip(held, per_init, strict=True)) / len(nets)
             for i, r in enumerate(new):
                 features[int(r)] = [f[i] for f in per_init]
+                columns[int(r)] = cols[:, i]
         f_s = [torch.stack([features[int(r)][j] for r in rows]) for j in range(len(nets))]
         k_ss = sum((f @ f.T).double() for f in f_s) / len(nets)
-        k_hs = sum((h @ f.T).double() for h, f in zip(held, f_s, strict=True)) / len(nets)
+        k_hs = torch.stack([columns[int(r)] for r in rows], 1)
         return _accuracy(krr_predict(k_ss, k_hs, yp[rows], n_classes, ridge), yh)
 
     return score
