@@ -58,6 +58,7 @@ PROXIES: dict[str, dict] = {
     "300 x 2, light maps": dict(steps=300, seeds=2, **LIGHT),
     # more updates of fewer images at the same cost (a step of 16 images costs 0.4 of one of 64)
     "700 x 1, batch 16": dict(steps=700, seeds=1, batch_size=16),
+    "500 x 1, batch 16": dict(steps=500, seeds=1, batch_size=16),
     "500 x 1, batch 32": dict(steps=500, seeds=1, batch_size=32),
     "350 x 2, batch 16": dict(steps=350, seeds=2, batch_size=16),
     "1000 x 1, batch 8": dict(steps=1000, seeds=1, batch_size=8),
