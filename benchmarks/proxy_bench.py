@@ -61,6 +61,7 @@ PROXIES: dict[str, dict] = {
     "500 x 1, batch 16": dict(steps=500, seeds=1, batch_size=16),
     "500 x 1, batch 32": dict(steps=500, seeds=1, batch_size=32),
     "350 x 2, batch 16": dict(steps=350, seeds=2, batch_size=16),
+    "250 x 2, batch 16": dict(steps=250, seeds=2, batch_size=16),
     "1000 x 1, batch 8": dict(steps=1000, seeds=1, batch_size=8),
     "300 x 1, light maps, lenet5 + mlp": dict(steps=300, seeds=1, models=("lenet5", "mlp"), **LIGHT),
 }
