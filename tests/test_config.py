@@ -188,16 +188,22 @@ def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
 
 
 @pytest.mark.parametrize("name,searches", [("search2_choice", 8 * 3), ("search2", 3 * 3 * 5)])
-def test_an_experiment_reads_back_exactly_the_runs_its_searches_make(make_cfg, name, searches):
+def test_an_experiment_reads_back_exactly_the_runs_its_searches_make(make_cfg, monkeypatch, name, searches):
     """A grid that trains the experiment's own subsets under other networks names them by run
     name (their ids do not exist yet): every name it reads is a search job's, and every search
-    job is read back under each network."""
-    from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
+    job is read back under each network. The jobs come from the sweeper as Hydra builds it (it
+    resolves a plugin's arguments: the names' ${seed} must still be each job's own)."""
+    from hydra.core.plugins import Plugins
+
     from mnist_pruning.tracking import run_name
 
-    grids = OmegaConf.to_container(OmegaConf.load(REPO / f"conf/experiment/{name}.yaml").hydra.sweeper.grids)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        primary = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    plugins = Plugins.instance()
+    monkeypatch.setattr(plugins, "instantiate_launcher", lambda **_: None)
+    sweeper = plugins.instantiate_sweeper(hydra_context=None, task_function=None, config=primary)
     made, read = set(), {}
-    for job in expand(grids, []):
+    for job in sweeper.jobs([]):
         cfg = make_cfg(f"+experiment={name}", *job)
         if cfg.selector.name == "fixed":
             read.setdefault(cfg.model.name, set()).add(cfg.selector.run)

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -46,6 +47,15 @@ class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, grids: Any = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=None)
         self.grids = [dict(g) for g in (grids or [])] or [{}]
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        """Takes the grids again from the config, unresolved: Hydra resolves a plugin's arguments
+        when it builds it, which would turn a value such as `run-${seed}` into the primary
+        config's seed for every job; left as written, each job resolves it against its own."""
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        grids = OmegaConf.select(config, "hydra.sweeper.grids")
+        if grids is not None:
+            self.grids = [dict(g) for g in OmegaConf.to_container(grids, resolve=False)] or [{}]
 
     def jobs(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides: each grid's product, command line last, duplicates dropped."""
