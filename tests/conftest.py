@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,8 +49,33 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite store, migrated once per test process: MLflow's schema migrations cost
+    seconds a fresh file, and most tests need a store, not its creation (the tests of a fresh
+    store's creation, two processes opening one path at once, open their own)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture
-def run_env(tmp_path: Path, mnist_root: Path, shared_cache: Path) -> dict[str, str]:
+def empty_store(store_template: Path):
+    """`empty_store(path)`: a copy of the empty store at `path`; returns its URI."""
+
+    def copy(path: Path) -> str:
+        shutil.copyfile(store_template, path)
+        return f"sqlite:///{path}"
+
+    return copy
+
+
+@pytest.fixture
+def cold_env(tmp_path: Path, mnist_root: Path, shared_cache: Path) -> dict[str, str]:
+    """The entrypoint's environment with no store yet at its URI: for the checks that bad input
+    fails before the store is opened."""
     env = dict(os.environ)
     env.update(
         MNIST_DATA_DIR=str(mnist_root),
@@ -58,6 +84,13 @@ def run_env(tmp_path: Path, mnist_root: Path, shared_cache: Path) -> dict[str, s
         HYDRA_FULL_ERROR="0",
     )
     return env
+
+
+@pytest.fixture
+def run_env(cold_env: dict[str, str], tmp_path: Path, empty_store) -> dict[str, str]:
+    """`cold_env` with an empty store at its URI."""
+    empty_store(tmp_path / "mlflow.db")
+    return cold_env
 
 
 def run_train(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600):

@@ -68,15 +68,13 @@ def test_bench_tiny_runs_and_writes_every_measure(bench, tmp_path, mnist_root, m
 
 
 def test_one_part_is_merged_into_the_results_file(bench, tmp_path, mnist_root):
-    """`--only PART` measures that part and keeps what the file held of the others; the proxy
-    part's `--sizes` measures the k given alone."""
+    """`--only PART` measures that part and keeps what the file held of the others."""
     out = tmp_path / "bench.json"
-    out.write_text(json.dumps({"training": {"kept": 1}, "proxy": {"stale": 1}}))
-    bench.main(["--tiny", "--only", "proxy", "--sizes", "20", "--root", str(mnist_root), "--out", str(out)])
+    out.write_text(json.dumps({"training": {"kept": 1}, "sizes": {"stale": 1}}))
+    bench.main(["--tiny", "--only", "sizes", "--root", str(mnist_root), "--out", str(out)])
     written = json.loads(out.read_text())
-    assert set(written) == {"training", "proxy"} and written["training"] == {"kept": 1}
-    assert "stale" not in written["proxy"]
-    assert [(s["k"], s["mixed"]) for s in written["proxy"]["sizes"]] == [(20, 4)]
+    assert set(written) == {"training", "sizes"} and written["training"] == {"kept": 1}
+    assert "stale" not in written["sizes"] and written["sizes"]["large_end_runs"] == 245
 
 
 def test_projected_steps_are_the_composed_configs_steps(bench):
@@ -94,7 +92,8 @@ def test_projected_steps_are_the_composed_configs_steps(bench):
 
 def test_the_proxy_bench_resumes_from_its_ledger(tmp_path, mnist_root, monkeypatch):
     """A stopped proxy bench loses nothing: what it trained and scored is in the ledger, and a
-    second run trains nothing again and reads the same figures back."""
+    second run trains nothing again and reads the same figures back. The k given (`--sizes`)
+    is measured alone."""
     import sys
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
@@ -110,9 +109,10 @@ def test_the_proxy_bench_resumes_from_its_ledger(tmp_path, mnist_root, monkeypat
 
     monkeypatch.setattr(proxy_bench, "truths_of", counting)
     ledger = tmp_path / "ledger.json"
-    first = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger)
+    first = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger, [20])
     entries = json.loads(ledger.read_text())
-    second = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger)
+    second = proxy_bench.bench_proxy(str(mnist_root), True, 1, ledger, [20])
+    assert [s["k"] for s in first["sizes"]] == [20]
     n_subsets = 4 + 3 + 4  # mixed, group, pairs at --tiny
     assert trained == [n_subsets * 2, 0]  # two truth seeds a subset, none trained the second time
     assert len(entries) == n_subsets * 2 + 2 * n_subsets  # the trainings, two proxies' scores

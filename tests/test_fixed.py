@@ -68,10 +68,10 @@ def test_a_run_id_trains_that_runs_subset(tmp_path, run_env):
         ("1 2 3", ["k=3", "selector.run=abc"], "exactly one of selector.indices"),
     ],
 )
-def test_bad_indices_are_one_line_errors_before_any_training(tmp_path, run_env, content, args, message):
+def test_bad_indices_are_one_line_errors_before_any_training(tmp_path, cold_env, content, args, message):
     if content is not None:
         (tmp_path / "bad.txt").write_text(content)
-    res = run_train(["selector=fixed", "selector.indices=bad.txt", *args], tmp_path, run_env)
+    res = run_train(["selector=fixed", "selector.indices=bad.txt", *args], tmp_path, cold_env)
     assert res.returncode == 2, res.stderr[-2000:]
     out = res.stdout + res.stderr
     assert message in out and "Traceback" not in out

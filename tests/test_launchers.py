@@ -75,8 +75,8 @@ def mlflow_server(tmp_path):
             proc.kill()
 
 
-def test_runs_log_to_an_http_tracking_server(tmp_path, run_env, mlflow_server):
-    env = {**run_env, "MLFLOW_TRACKING_URI": mlflow_server}
+def test_runs_log_to_an_http_tracking_server(tmp_path, cold_env, mlflow_server):
+    env = {**cold_env, "MLFLOW_TRACKING_URI": mlflow_server}
     res = run_train(["-m", "selector=random,nearest", "k=50", *FAST], tmp_path, env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     client = MlflowClient(mlflow_server)

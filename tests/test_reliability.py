@@ -26,13 +26,13 @@ def one_error_line(res) -> str:
     return lines[0]
 
 
-def test_unknown_selector_and_embedding_list_the_valid_names(tmp_path, run_env):
-    res = run_train(["-m", "selector=nearest,nearst"], tmp_path, run_env)
+def test_unknown_selector_and_embedding_list_the_valid_names(tmp_path, cold_env):
+    res = run_train(["-m", "selector=nearest,nearst"], tmp_path, cold_env)
     assert res.returncode == 2
     line = one_error_line(res)
     assert "selector='nearst'" in line
     assert "nearest, probcover, random, search, search_first, typical, uncertainty" in line
-    res = run_train(["embedding=pcaa"], tmp_path, run_env)
+    res = run_train(["embedding=pcaa"], tmp_path, cold_env)
     assert res.returncode == 2 and "autoencoder, classifier, contrastive, pca, pixels" in one_error_line(res)
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -173,12 +173,12 @@ def _log_runs(uri: str, worker: int, n_runs: int) -> None:
         client.set_terminated(run.info.run_id)
 
 
-def test_four_concurrent_writers_to_one_sqlite_store_lose_nothing(tmp_path):
+def test_four_concurrent_writers_to_one_sqlite_store_lose_nothing(tmp_path, empty_store):
     from mlflow.tracking import MlflowClient
 
     from mnist_pruning.tracking import ensure_experiment
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     ensure_experiment(uri, "mnist-pruning", str(tmp_path / "mlruns"))
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_log_runs, args=(uri, w, 10)) for w in range(4)]

@@ -84,8 +84,8 @@ def add_run(
 
 
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def store(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
     rng = np.random.default_rng(0)
@@ -335,8 +335,8 @@ def test_a_setting_tried_on_one_curve_only_names_just_that_curve(store):
     assert "settings not shown in brackets (regime -): train.steps=50" in md
 
 
-def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regimes(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regimes(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(5):
@@ -353,8 +353,8 @@ def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regime
     assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md
 
 
-def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(5):
@@ -376,10 +376,10 @@ def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path):
     assert report.near_full(s[s["selector"] != "full"], 0.003)[0] is None
 
 
-def test_a_selector_s_own_settings_are_its_usual_values(tmp_path):
+def test_a_selector_s_own_settings_are_its_usual_values(tmp_path, empty_store):
     """el2n and forgetting score with different defaults (epochs 3 and 10): neither is an
     exception because the other has more runs; a forgetting run off its own default is."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(3):
@@ -426,8 +426,8 @@ def test_comparison_with_another_study_matches_setting_by_setting(store):
         report.compare(s, theirs.drop(columns="k"))
 
 
-def test_a_cluster_count_that_follows_k_is_one_curve(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_cluster_count_that_follows_k_is_one_curve(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for k in (50, 100):
@@ -438,11 +438,11 @@ def test_a_cluster_count_that_follows_k_is_one_curve(tmp_path):
     assert set(s["curve"]) == {"hybrid pca50 c=k/2", "hybrid pca50 c10"}
 
 
-def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embedding(tmp_path):
+def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embedding(tmp_path, empty_store):
     """`selector=random,nearest embedding=pca,autoencoder`: random trains on the same subsets
     under both embeddings, so it is one curve of 5 seeds (the newer run of each seed), while
     nearest, which uses the embedding, stays two curves."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     autoencoder = {"embedding": "autoencoder", "embedding.name": "autoencoder", "embedding.dims": "64"}
@@ -468,11 +468,11 @@ def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embeddi
     assert "embedding.seed" not in md
 
 
-def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path):
+def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path, empty_store):
     """Five seeds of random drew five subsets; five seeds of nearest on one fixed fit trained one
     subset five times: the subsets column says 5 and 1, and the note names the curve and k whose
     seeds shared a subset. Runs logged before the tag show '-'."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(5):
@@ -500,11 +500,11 @@ def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path):
     )
 
 
-def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):
+def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path, empty_store):
     """`embedding.seed=0` (one autoencoder fit for every seed, the frontier's second edition)
     beside the default (each seed its own fit): two curves, the fixed one named, never mixed;
     a report of fixed-fit runs only names it too."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     ae = {"embedding": "autoencoder", "embedding.name": "autoencoder", "embedding.dims": "64"}
@@ -516,8 +516,8 @@ def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):
     assert s.set_index("curve")["seeds"].tolist() == [5, 5]
 
     only_fixed = tmp_path / "fixed"
-    uri = f"sqlite:///{only_fixed}/mlflow.db"
     only_fixed.mkdir()
+    uri = empty_store(only_fixed / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(5):
@@ -526,11 +526,11 @@ def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path):
     assert s["curve"].tolist() == ["herding autoencoder64 embedding.seed=0"]
 
 
-def test_each_distinct_subset_is_written_as_the_text_selector_fixed_reads(tmp_path):
+def test_each_distinct_subset_is_written_as_the_text_selector_fixed_reads(tmp_path, empty_store):
     from mnist_pruning.cache import array_digest
     from mnist_pruning.fixed import _from_file
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
     rng = np.random.default_rng(1)
@@ -559,8 +559,8 @@ def test_each_distinct_subset_is_written_as_the_text_selector_fixed_reads(tmp_pa
         report.write_subsets(runs, tmp_path / "again")
 
 
-def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_the_same_subsets_under_each_network_side_by_side(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP, artifact_location=(tmp_path / "mlruns").as_uri())
     trained = [("lenet5", "tiny", 0.80), ("mlp", "dc_protocol", 0.60), ("convnet3", "dc_protocol", 0.70)]
@@ -611,12 +611,12 @@ def test_the_same_subsets_under_each_network_side_by_side(tmp_path):
     assert "random convnet3 dc_protocol train.augmentation=dc" in curves
 
 
-def test_the_seeds_of_a_transfer_by_run_name_are_one_curve(tmp_path):
+def test_the_seeds_of_a_transfer_by_run_name_are_one_curve(tmp_path, empty_store):
     """`selector=fixed selector.run=EXPERIMENT/NAME` names a source run per size and seed; the
     report reads the run's own k and seed in the name as {k} and {seed}, so five seeds of one
     source family are one setting, two families (a search and its control) two, and runs named
     by id stay apart."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXP)
     for seed in range(5):

@@ -52,7 +52,7 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path, run_env):
 
 
 def test_a_sweep_and_the_report_started_at_once_on_a_fresh_store_never_corrupt_it(tmp_path, run_env):
-    race_a_sweep_and_the_report(tmp_path, run_env, trials=4)
+    race_a_sweep_and_the_report(tmp_path, run_env, trials=2)
 
 
 @pytest.mark.slow
@@ -88,7 +88,9 @@ def race_a_sweep_and_the_report(tmp_path, run_env, trials: int) -> None:
         ("interrupt inside __set_name__", "KILLED"),
     ],
 )
-def test_an_interrupted_run_is_killed_even_when_python_wraps_the_interrupt(tmp_path, error, status):
+def test_an_interrupted_run_is_killed_even_when_python_wraps_the_interrupt(
+    tmp_path, error, status, empty_store
+):
     """SIGTERM's KeyboardInterrupt, landing while Python creates a class (torch imports
     torch._dynamo in the first optimizer), comes out as a RuntimeError: still KILLED, not FAILED."""
     import mlflow
@@ -108,7 +110,7 @@ def test_an_interrupted_run_is_killed_even_when_python_wraps_the_interrupt(tmp_p
         except BaseException as e:  # the wrapped interrupt is what is tested
             error = e
         assert type(error) is RuntimeError or sys.version_info >= (3, 12)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["selector=random", "k=10"])
     exp = tracking.ensure_experiment(uri, "mnist-pruning", str(tmp_path / "mlruns"))

@@ -71,8 +71,8 @@ def test_failing_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, run_env)
     assert runs.loc["random-k0-s0", "tags.overrides"].split() == ["selector=random", "k=0", *FAST]
 
 
-def test_bad_input_is_one_line_and_records_nothing(tmp_path, run_env):
-    res = run_train(["k=0"], tmp_path, run_env)
+def test_bad_input_is_one_line_and_records_nothing(tmp_path, cold_env):
+    res = run_train(["k=0"], tmp_path, cold_env)
     assert res.returncode == 2
     errors = [line for line in res.stderr.splitlines() + res.stdout.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "k=0" in errors[0] and "from 1 to 60000" in errors[0]

@@ -40,9 +40,9 @@ def tiny_study(mnist_root, shared_cache, tmp_path) -> list[str]:
 
 
 def test_a_study_logs_each_trial_and_never_evaluates_the_test_images(
-    mnist_root, shared_cache, tmp_path, monkeypatch
+    mnist_root, shared_cache, tmp_path, monkeypatch, empty_store
 ):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     cfg = compose_tune([*tiny_study(mnist_root, shared_cache, tmp_path), "tune.trials=3", "tune.seeds=1"])
     seen = []
     real_train = train_module.train
@@ -78,11 +78,11 @@ def test_a_study_logs_each_trial_and_never_evaluates_the_test_images(
     assert set(block) == set(RegimeConfig.__dataclass_fields__)  # a whole regime, ready to paste
 
 
-def test_tuning_without_a_validation_split_is_one_line(tmp_path, run_env):
+def test_tuning_without_a_validation_split_is_one_line(tmp_path, cold_env):
     out = subprocess.run(
         [sys.executable, "-m", "mnist_pruning.tune", "data.validation_size=0", "tune.trials=1"],
         cwd=tmp_path,
-        env=run_env,
+        env=cold_env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -94,11 +94,13 @@ def test_tuning_without_a_validation_split_is_one_line(tmp_path, run_env):
     assert not (tmp_path / "mlflow.db").exists()  # checked before the store is opened
 
 
-def test_a_study_started_again_with_resume_goes_on_where_it_stopped(mnist_root, shared_cache, tmp_path):
+def test_a_study_started_again_with_resume_goes_on_where_it_stopped(
+    mnist_root, shared_cache, tmp_path, empty_store
+):
     """A stopped study loses nothing it finished: with resume=true the seeded sampler proposes
     the same trials, their runs are read back rather than trained again, and the study goes on
     with the trials it had not run; without resume every trial trains."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = empty_store(tmp_path / "mlflow.db")
     overrides = [*tiny_study(mnist_root, shared_cache, tmp_path), "tune.seeds=2"]
     trained = []
 
