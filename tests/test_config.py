@@ -160,10 +160,11 @@ def test_a_run_label_names_the_run_and_changes_no_result(make_cfg):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
-def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name):
+def test_every_experiment_composes_and_each_grid_is_valid(make_cfg, name, tmp_path, empty_store, monkeypatch):
     """A typo in an experiment file (an unknown key, a grid value of the wrong type) fails here,
     not minutes into a sweep: the file, and the first job of each of its grids, compose and pass
-    `validate`."""
+    `validate`. Run names are looked up in an empty store, not the checkout's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty_store(tmp_path / "mlflow.db"))
     from hydra_plugins.mnist_pruning_sweeper.grid_sweeper import expand
 
     if "tune" in OmegaConf.load(REPO / f"conf/experiment/{name}.yaml"):  # a study of the tuner's

@@ -281,13 +281,16 @@ def test_a_bad_screen_setting_is_one_line():
         ("selector.search.shortlist=-1", r"shortlist=-1 is not allowed"),
         ("selector.search.bases=[random,el2n]", r"draws=2 is not allowed: an integer >= 3"),
         ("selector.search.screen.eval_size=20000", r"screen.eval_size=20000 is not allowed"),
-        ("selector.search.screen.greedy=50", r"screen.greedy=50 is not allowed: 0, or .* with a screen"),
+        (
+            "selector.search.screen.name=none selector.search.screen.greedy=50",
+            r"screen.greedy=50 is not allowed: 0, or .* with a screen",
+        ),
         ("train.optimizer=rmsprop", r"train.optimizer='rmsprop' is not allowed: one of sgd, adam"),
     ],
 )
 def test_a_bad_multi_fidelity_setting_is_one_line(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(search_cfg(override))
+        validate(search_cfg(*override.split()))
 
 
 def test_a_portfolio_alternates_its_rules_each_first_on_the_whole_pool():
