@@ -49,6 +49,16 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored():
+    """`mlflow.set_tracking_uri` (as `search_runs` calls it) also sets MLFLOW_TRACKING_URI for the
+    whole process: give the next test the URI this one started with, not this one's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(before)
+
+
 @pytest.fixture(scope="session")
 def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite store, migrated once per test process: MLflow's schema migrations cost
