@@ -468,6 +468,28 @@ def test_a_selector_that_ignores_the_embedding_is_one_curve_whatever_the_embeddi
     assert "embedding.seed" not in md
 
 
+def test_a_run_label_names_its_setting_unless_it_names_several(tmp_path, empty_store):
+    """search2's stages read by their labels (second, control) rather than the keys they differ
+    by; a label given to two settings reads `label: keys` for each, so that they stay apart;
+    runs without a label read as before."""
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        for label, evaluations in (("second", "300"), ("control", "0")):
+            extra = {"mlflow.run_label": label, "selector.search.evaluations": evaluations}
+            add_run(client, exp_id, "random", 20, seed, 0.9, extra=extra)
+        for steps in ("200", "400"):  # one label, two settings
+            add_run(client, exp_id, "random", 30, seed, 0.9, steps=steps, extra={"mlflow.run_label": "x"})
+        add_run(client, exp_id, "random", 50, seed, 0.9, extra={"selector.search.evaluations": "60"})
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    s = report.summarize(runs.finished)
+    assert sorted(s.loc[s["k"] == 20, "other"]) == ["control", "second"]
+    assert sorted(s.loc[s["k"] == 30, "other"]) == ["x: train.steps=200", "x: train.steps=400"]
+    assert s.loc[s["k"] == 50, "other"].tolist() == ["selector.search.evaluations=60"]
+    assert (s["seeds"] == 5).all() and len(s) == 5
+
+
 def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path, empty_store):
     """Five seeds of random drew five subsets; five seeds of nearest on one fixed fit trained one
     subset five times: the subsets column says 5 and 1, and the note names the curve and k whose

@@ -130,8 +130,30 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
         return " ".join(f"{c.removeprefix('params.')}={row[c]}" for c, v in typical.items() if row[c] != v)
 
     out["other"] = text.apply(other, axis=1) if len(text) else ""
+    out["other"] = labelled(out, runs)
     out["curve"] = out.apply(curve_name, axis=1)
     return out
+
+
+LABEL = "params.mlflow.run_label"  # an experiment's own name for a setting (second, control)
+
+
+def labelled(described: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """`other` read as the run's `mlflow.run_label` where one is set: the experiment's name for
+    a setting (search2's `second`) instead of the keys it differs by, which for a search stage
+    or a transfer are a line long. Only where the label names one setting among its runs' main
+    columns; where it names several, each reads `label: keys`, so two settings never read alike."""
+    other = described["other"]
+    if LABEL not in runs:
+        return other
+    label = as_text(runs[[LABEL]])[LABEL]
+    has = label != "None"
+    if not has.any():
+        return other
+    keys = described[list(MAIN)].astype(str).agg("|".join, axis=1) + "|" + label
+    one = other.groupby(keys).transform("nunique") == 1
+    named = label.where(one | (other == ""), label + ": " + other)
+    return other.where(~has, named)
 
 
 def summarize(runs: pd.DataFrame, min_seeds: int = 5, metric: str = "test_acc") -> pd.DataFrame:
