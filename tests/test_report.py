@@ -656,3 +656,45 @@ def test_the_seeds_of_a_transfer_by_run_name_are_one_curve(tmp_path, empty_store
         ("selector.run=search2/search-herding-k{k}-bal-ae64-control-s{seed}", 10): (5, pytest.approx(0.8)),
         ("selector.run=0123abcd", 10): (1, pytest.approx(0.7)),
     }
+
+
+def test_paired_gains_are_taken_seed_by_seed_against_the_base_label(tmp_path, empty_store):
+    """A search and its control on the same seed pair up, under each network apart: the gains
+    are the differences of the two runs of a seed (not of the medians), and a seed whose base
+    is missing pairs with nothing. A base no setting reads is a one-line error naming what does."""
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    control = [0.90, 0.80, 0.95, 0.70, 0.85]
+    search = [0.91, 0.83, 0.94, 0.80, 0.86]  # gains +1, +3, -1, +10, +1: median +1, four above
+    for seed in range(5):
+        for label, acc in (("control", control[seed]), ("second", search[seed])):
+            extra = {
+                "mlflow.run_label": label,
+                "selector.search.evaluations": "0" if label == "control" else "300",
+            }
+            add_run(client, exp_id, "random", 20, seed, acc, extra=extra)
+            mlp = {**extra, "model.name": "mlp"}
+            if not (label == "control" and seed == 4):  # the MLP's control of seed 4 is missing
+                add_run(
+                    client,
+                    exp_id,
+                    "random",
+                    20,
+                    seed,
+                    acc - 0.2 * (label == "control"),
+                    regime="dc_protocol",
+                    extra=mlp,
+                )
+    rows = report.per_run(report.latest_finished(report.fetch_runs(uri, EXP)).finished, "test_acc")
+    table = report.paired_table(rows, "control", "test_acc")
+    lenet = "| random (second) | lenet5, regimes | 20 | 5 | +1.00 | 4 of 5 |"
+    assert f"{lenet} +1.00 / +3.00 / -1.00 / +10.00 / +1.00 |" in table
+    mlp = "| random (second) | mlp, dc_protocol | 20 | 4 | +22.00 | 4 of 4 |"  # the control's 20 points lower
+    assert f"{mlp} +21.00 / +23.00 / +19.00 / +30.00 |" in table
+    assert "(control) |" not in table  # the base is not set against itself
+    with pytest.raises(
+        report.ReportError,
+        match=r"paired='controls': no setting reads \(controls\); in brackets here: \['control', 'second'\]",
+    ):
+        report.paired_table(rows, "controls", "test_acc")

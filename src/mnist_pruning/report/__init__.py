@@ -19,6 +19,7 @@ from mnist_pruning.report.markdown import (
     fill_block,
     markdown,
     network_table,
+    paired_table,
 )
 from mnist_pruning.report.runs import (
     METRICS,
@@ -70,6 +71,7 @@ __all__ = [
     "merge",
     "near_full",
     "network_table",
+    "paired_table",
     "per_run",
     "read_archive",
     "setting_columns",

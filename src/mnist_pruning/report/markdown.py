@@ -158,6 +158,47 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIR_KEYS = ("selector", "embedding", "clusters", "balance", "k", "regime", "model", "seed")
+
+
+def paired_table(rows: pd.DataFrame, base: str, metric: str) -> str:
+    """Each setting against `base` (a setting's text in brackets: a run label such as `control`),
+    seed by seed: a run and its base share the selector, embedding, k, network, recipe and seed
+    (so, in search2, the same fit, holdout and pool), and the gain is the difference of the two.
+    The median of the gains and how many are above zero say more than two medians side by side
+    where the seeds' spread is wider than the gain."""
+    r = rows[rows["selector"] != "full"]
+    if not (r["other"] == base).any():
+        shown = sorted(set(r["other"]) - {""})
+        raise ReportError(f"paired={base!r}: no setting reads ({base}); in brackets here: {shown or 'none'}")
+    keys = list(PAIR_KEYS)
+    joined = r[r["other"] != base].merge(
+        r.loc[r["other"] == base, [*keys, metric]], on=keys, suffixes=("", "_base")
+    )
+    if joined.empty:
+        return ""
+    joined["gain"] = (joined[metric] - joined[f"{metric}_base"]) * 100
+    joined["network"] = (
+        joined["model"] + ", " + np.where(joined["regime"].isin(PROTOCOLS), joined["regime"], "regimes")
+    )
+    lines = [
+        f"{metric} against ({base}), seed by seed (the same selector, embedding, k, network, recipe "
+        "and seed), in points:",
+        "",
+        "| setting | network | k | pairs | median gain | above | gains by seed |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    setting = joined["selector"] + " (" + joined["other"].where(joined["other"] != "", "-") + ")"
+    for (name, network, k), part in joined.groupby([setting, "network", "k"], sort=True):
+        part = part.sort_values("seed")
+        gains = " / ".join(f"{g:+.2f}" for g in part["gain"])
+        above = f"{int((part['gain'] > 0).sum())} of {len(part)}"
+        lines.append(
+            f"| {name} | {network} | {k} | {len(part)} | {part['gain'].median():+.2f} | {above} | {gains} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def subsets_note(summary: pd.DataFrame) -> str:
     """Per curve, whether its seeds drew distinct subsets: a median over seeds that trained on
     one subset measures training noise only, not the method's."""

@@ -16,7 +16,14 @@ from omegaconf import DictConfig
 from mnist_pruning import figures, tracking
 from mnist_pruning.config import CONF_DIR, register_configs
 from mnist_pruning.report.archive import COLUMNS, check_archive, merge, read_archive
-from mnist_pruning.report.markdown import block_of, comparison_markdown, fill_block, markdown, network_table
+from mnist_pruning.report.markdown import (
+    block_of,
+    comparison_markdown,
+    fill_block,
+    markdown,
+    network_table,
+    paired_table,
+)
 from mnist_pruning.report.runs import (
     METRICS,
     REPORT_TAG,
@@ -97,6 +104,7 @@ def write_report(cfg: DictConfig) -> Path:
         log.info("%d runs from %s (runs the store lacks)", n, path)
     summary = summarize_rows(rows, cfg.min_seeds, cfg.metric)
     answer = smallest_k(summary, cfg.target_acc)
+    paired = paired_table(rows, cfg.paired, cfg.metric) if cfg.paired else ""  # a bad base: before any file
     summary.to_csv(out / "summary.csv", index=False)
     rows.to_csv(out / "runs.csv", index=False)
     answer.to_csv(out / "smallest_k.csv", index=False)
@@ -104,6 +112,8 @@ def write_report(cfg: DictConfig) -> Path:
     networks = network_table(rows, cfg.metric, cfg.min_seeds)
     if networks:
         md += "\n" + networks
+    if paired:
+        md += "\n" + paired
     if cfg.reference:
         table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
         table.to_csv(out / "comparison.csv", index=False)
