@@ -698,3 +698,22 @@ def test_paired_gains_are_taken_seed_by_seed_against_the_base_label(tmp_path, em
         match=r"paired='controls': no setting reads \(controls\); in brackets here: \['control', 'second'\]",
     ):
         report.paired_table(rows, "controls", "test_acc")
+
+
+def test_a_transfer_shares_the_row_of_the_run_whose_subset_it_trained(tmp_path, empty_store):
+    """search2 trains each search's subset again under the MLP (selector=fixed): the network table
+    sets the MLP's median beside the search's own in one row, by the subset digest they share;
+    a fixed run whose subset no run of the experiment made keeps a row of its own."""
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):
+        add_run(client, exp_id, "nearest", 20, seed, 0.93, subset=f"a{seed}")
+        mlp = {"model.name": "mlp", "selector.run": f"exp/nearest-k20-s{seed}"}
+        add_run(client, exp_id, "fixed", 20, seed, 0.75, regime="dc_protocol", subset=f"a{seed}", extra=mlp)
+        other = {"model.name": "mlp", "selector.indices": "elsewhere.txt"}
+        add_run(client, exp_id, "fixed", 20, seed, 0.70, regime="dc_protocol", subset=f"b{seed}", extra=other)
+    rows = report.per_run(report.latest_finished(report.fetch_runs(uri, EXP)).finished, "test_acc")
+    table = report.network_table(rows, "test_acc", 5)
+    assert "| nearest pca50 | 20 | 0.9300 | 0.7500 | 5 | 5 |" in table
+    assert sum(line.endswith("| 20 | - | 0.7000 | 5 | 5 |") for line in table.splitlines()) == 1

@@ -122,7 +122,9 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     """Where subsets were trained under more than one network or recipe (`model=`,
     `train=dc_protocol`): per curve and k, the median under each side by side, and the distinct
     subsets all of them trained together, which equals the seeds where every network saw the
-    same images (then what moves along a row is the network and recipe, not the images)."""
+    same images (then what moves along a row is the network and recipe, not the images). A
+    `selector=fixed` run that trained another run's subset (the same `subset` digest) shares
+    that run's row."""
     r = rows[rows["selector"] != "full"].copy()
     if r.empty or "model" not in r:
         return ""
@@ -140,6 +142,11 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     if r["trained"].nunique() < 2:
         return ""
     r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL, regime="-").iterrows()]
+    # a transfer (selector=fixed) reads as the curve whose subset it trained: one row a search
+    source = r[(r["selector"] != "fixed") & r["subset"].notna()].drop_duplicates("subset")
+    source = source.set_index("subset")["name"]
+    transfer = (r["selector"] == "fixed") & r["subset"].isin(source.index)
+    r.loc[transfer, "name"] = r.loc[transfer, "subset"].map(source)
     present = set(r["trained"])
     columns = [c for c in NETWORK_ORDER if c in present] + sorted(present - set(NETWORK_ORDER))
     lines = [
