@@ -115,6 +115,13 @@ def markdown(
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
 
 
+def trained_by(rows: pd.DataFrame) -> pd.Series:
+    """What trained a run, as the network table's columns name it: `mlp, dc_protocol`, or
+    `lenet5, regimes` under the study's size regimes."""
+    recipe = np.where(rows["regime"].isin(PROTOCOLS), rows["regime"], "regimes")
+    return rows["model"].fillna(DEFAULT_MODEL) + ", " + pd.Series(recipe, index=rows.index)
+
+
 NETWORK_ORDER = ("lenet5, regimes", "lenet5, dc_protocol", "mlp, dc_protocol", "convnet3, dc_protocol")
 
 
@@ -128,17 +135,11 @@ def network_table(rows: pd.DataFrame, metric: str, min_seeds: int) -> str:
     r = rows[rows["selector"] != "full"].copy()
     if r.empty or "model" not in r:
         return ""
-    recipe = pd.Series(np.where(r["regime"].isin(PROTOCOLS), r["regime"], "regimes"), index=r.index)
     # a train.* setting beside the recipe's (train.augmentation=dc) names the column, the rest the row
     tokens = r["other"].fillna("").str.split()
     trained_other = tokens.apply(lambda t: " ".join(x for x in t if x.startswith("train.")))
     r["other"] = tokens.apply(lambda t: " ".join(x for x in t if not x.startswith("train.")))
-    r["trained"] = (
-        r["model"].fillna(DEFAULT_MODEL)
-        + ", "
-        + recipe
-        + trained_other.apply(lambda t: f" ({t.replace('train.', '')})" if t else "")
-    )
+    r["trained"] = trained_by(r) + trained_other.apply(lambda t: f" ({t.replace('train.', '')})" if t else "")
     if r["trained"].nunique() < 2:
         return ""
     r["name"] = [curve_name(row) for _, row in r.assign(model=DEFAULT_MODEL, regime="-").iterrows()]
@@ -185,9 +186,7 @@ def paired_table(rows: pd.DataFrame, base: str, metric: str) -> str:
     if joined.empty:
         return ""
     joined["gain"] = (joined[metric] - joined[f"{metric}_base"]) * 100
-    joined["network"] = (
-        joined["model"] + ", " + np.where(joined["regime"].isin(PROTOCOLS), joined["regime"], "regimes")
-    )
+    joined["network"] = trained_by(joined)
     lines = [
         f"{metric} against ({base}), seed by seed (the same selector, embedding, k, network, recipe "
         "and seed), in points:",
