@@ -224,9 +224,12 @@ def test_an_experiment_reads_back_exactly_the_runs_its_searches_make(make_cfg, m
         (["k=501"], "large"),
         (["k=2000"], "large"),
         (["k=2001"], "full"),
-        (["selector=full"], "full"),
-        (["selector=full", "data.validation_size=10000"], "full"),
+        (["k=10000"], "full"),
+        (["k=10001"], "all"),
+        (["selector=full"], "all"),
+        (["selector=full", "data.validation_size=10000"], "all"),
         (["k=100", "train.regime=full"], "full"),
+        (["selector=full", "train.regime=full"], "full"),
     ],
 )
 def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides, regime):
@@ -235,8 +238,9 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
         cfg = compose("config", overrides=overrides)
     assert cfg.train.regime == regime
     assert cfg.train.steps == cfg.train.regimes[regime].steps
+    assert cfg.train.batch_size == cfg.train.regimes[regime].batch_size  # a regime's key too
     bounds = cfg.train.regime_bounds
-    assert (bounds.tiny, bounds.small, bounds.large, bounds.full) == (50, 500, 2000, 60000)
+    assert dict(bounds) == {"tiny": 50, "small": 500, "large": 2000, "full": 10000, "all": 60000}
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept

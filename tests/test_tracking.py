@@ -154,7 +154,7 @@ def test_an_error_inside_an_interpolation_is_its_cause_in_one_line(tmp_path, run
     inside OmegaConf, which wraps it. The job's line and `error` tag give the resolver's message,
     with and without resume (which hashes the config before a run starts: a FAILED run is
     recorded for the job all the same)."""
-    args = ["selector=full,random", "k=100", "train.regime_bounds.full=1000", f"resume={resume}"]
+    args = ["selector=full,random", "k=100", "train.regime_bounds.all=1000", f"resume={resume}"]
     res, parent, failed = _sweep_with_a_bad_job(tmp_path, run_env, args)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out[-3000:]

@@ -212,6 +212,7 @@ class RegimeConfig:
     """The recipe settings that depend on the size of the training subset (conf/train)."""
 
     steps: int = MISSING
+    batch_size: int = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
     augment: bool = MISSING
@@ -230,7 +231,7 @@ class TrainConfig:
     regime_bounds: dict[str, int] = field(default_factory=dict)
     regimes: dict[str, RegimeConfig] = field(default_factory=dict)
     steps: int = "${train.regimes.${train.regime}.steps}"  # type: ignore[assignment]
-    batch_size: int = 128
+    batch_size: int = "${train.regimes.${train.regime}.batch_size}"  # type: ignore[assignment]
     lr: float = "${train.regimes.${train.regime}.lr}"  # type: ignore[assignment]
     momentum: float = 0.9
     weight_decay: float = "${train.regimes.${train.regime}.weight_decay}"  # type: ignore[assignment]
