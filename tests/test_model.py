@@ -65,7 +65,8 @@ def _committed_hashes(study: str) -> set[str]:
 @pytest.mark.parametrize(
     ("study", "overrides"),
     [
-        ("baselines", ["selector=full", "selector.balance=true", "seed=0"]),
+        # full data's committed runs trained in the `full` regime, since replaced by `all` for it
+        ("baselines", ["selector=full", "selector.balance=true", "train.regime=full", "seed=0"]),
         ("baselines", ["selector=random", "k=1500", "seed=2"]),
         ("search", ["+experiment=search", "k=10", "selector.search.evaluations=0", "seed=1"]),
         ("search", ["+experiment=search", "k=20", "selector.search.evaluations=60", "seed=3"]),
