@@ -520,6 +520,9 @@ def test_the_report_counts_the_distinct_subsets_behind_a_median(tmp_path, empty_
     assert subsets_note(distinct[distinct["curve"] == "random"].iloc[:1]).endswith(
         "every seed of every setting drew a subset of its own"
     )
+    only_full = subsets_note(distinct.assign(selector="full"))
+    assert only_full == "subsets: full data only (one subset, the whole pool)"
+    assert subsets_note(distinct.assign(subsets=math.nan)).endswith("(runs logged before the subset tag)")
 
 
 def test_a_fixed_fit_is_named_in_brackets_beside_the_refitted_curve(tmp_path, empty_store):

@@ -208,7 +208,10 @@ def paired_table(rows: pd.DataFrame, base: str, metric: str) -> str:
 def subsets_note(summary: pd.DataFrame) -> str:
     """Per curve, whether its seeds drew distinct subsets: a median over seeds that trained on
     one subset measures training noise only, not the method's."""
-    known = summary[summary["subsets"].notna() & (summary["selector"] != "full")]
+    curves = summary[summary["selector"] != "full"]
+    if curves.empty:
+        return "subsets: full data only (one subset, the whole pool)"
+    known = curves[curves["subsets"].notna()]
     if known.empty:
         return "subsets: not recorded (runs logged before the subset tag)"
     shared = []
