@@ -120,3 +120,49 @@ def test_a_study_started_again_with_resume_goes_on_where_it_stopped(
     trained.clear()
     tune.study(compose_tune([*overrides, "tune.trials=1"]), exp, run_one=counting)
     assert trained == [("0", 0), ("0", 1)]  # resume=false: trained again
+
+
+def test_a_study_that_enqueues_the_regime_runs_it_first_and_then_the_draws_it_had(tmp_path, empty_store):
+    """tune.enqueue_regime=true: trial 0 is the size's regime as it stands (k = 2,000 -> `large`),
+    and the random start-up trials after it are the draws trials 0.. of the study without it
+    made, so a study started without the option and resumed with it reads its runs back."""
+    uri = empty_store(tmp_path / "mlflow.db")
+    base = [
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        "k=2000",
+        "tune.trials=4",
+        "tune.seeds=1",
+        "tune.only=[train.steps,train.weight_decay,train.aug_rotate]",
+        "tune.space.train.steps={low:2000,high:12000,step:1000}",
+    ]
+
+    def fake(run_cfg, experiment_id, tags):  # no training: a score from the settings
+        return run_cfg.train.steps / 1e5 + run_cfg.train.aug_rotate / 1e3
+
+    cfg = compose_tune([*base, "tune.enqueue_regime=true", "tune.startup_trials=4"])
+    exp = tracking.ensure_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_root)
+    with_regime = tune.study(cfg, exp, run_one=fake)
+    assert cfg.train.regime == "large"
+    large = cfg.train.regimes.large
+    assert with_regime.trials[0].params == {
+        "train.steps": large.steps,
+        "train.weight_decay": large.weight_decay,
+        "train.aug_rotate": large.aug_rotate,
+    }
+    plain = tune.study(compose_tune(base), exp, run_one=fake)  # 10 start-up trials, all random
+    # the enqueued trial counts as a start-up trial: trials 1-3 are random draws, as plain's 0-2
+    assert [t.params for t in with_regime.trials[1:]] == [t.params for t in plain.trials[:3]]
+    assert with_regime.sampler._n_startup_trials == 4
+
+
+def test_a_study_with_no_start_up_trials_is_one_line(tmp_path, cold_env):
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_pruning.tune", "tune.startup_trials=0"],
+        cwd=tmp_path,
+        env=cold_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "tune.startup_trials=0 is not allowed" in out.stderr + out.stdout
+    assert not (tmp_path / "mlflow.db").exists()

@@ -70,6 +70,8 @@ def check(cfg: DictConfig) -> dict[str, DictConfig]:
         )
     if t.trials < 1 or t.seeds < 1:
         raise ConfigError(f"tune.trials={t.trials}, tune.seeds={t.seeds}: both must be integers >= 1")
+    if t.startup_trials < 1:
+        raise ConfigError(f"tune.startup_trials={t.startup_trials} is not allowed: an integer >= 1")
     dims = space(cfg)
     for key in dims:
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
@@ -112,9 +114,11 @@ def study(cfg: DictConfig, experiment_id: str, run_one: RunFn = run) -> Any:
         log.info("trial %d: median val_acc %.4f with %s", trial.number, score, values)
         return score
 
-    sampler = optuna.samplers.TPESampler(seed=t.sampler_seed)
+    sampler = optuna.samplers.TPESampler(seed=t.sampler_seed, n_startup_trials=t.startup_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = optuna.create_study(direction="maximize", sampler=sampler, study_name=name)
+    if t.enqueue_regime:  # the incumbent first; the sampler's draws follow as they would without it
+        s.enqueue_trial({key: OmegaConf.select(base, key) for key in dims})
     s.optimize(objective, n_trials=t.trials)
     return s
 

@@ -291,6 +291,9 @@ class TuneConfig:
     trials: int = 20
     seeds: int = 3  # runs per trial; a trial scores the median of their val_acc
     sampler_seed: int = 0
+    startup_trials: int = 10  # TPE's random start-up trials (Optuna's n_startup_trials)
+    # trial 0 runs the settings the size's regime has now, so the best is measured against them
+    enqueue_regime: bool = False
     # section -> key -> range, e.g. space.train.lr: a study tunes every key of it, or `keys`
     space: dict[str, dict[str, SearchDim]] = field(default_factory=dict)
     only: list[str] | None = None  # tune just these keys of the space
