@@ -720,3 +720,45 @@ def test_a_transfer_shares_the_row_of_the_run_whose_subset_it_trained(tmp_path, 
     table = report.network_table(rows, "test_acc", 5)
     assert "| nearest pca50 | 20 | 0.9300 | 0.7500 | 5 | 5 |" in table
     assert sum(line.endswith("| 20 | - | 0.7000 | 5 | 5 |") for line in table.splitlines()) == 1
+
+
+def test_a_study_reads_trial_by_trial_by_its_settings_and_the_best_full_trial_is_marked():
+    """A row per trial in the order its first run started, the settings that vary, the seeds and
+    the median; a trial read back under another tune_trial number is still one trial, and a
+    one-seed trial above the rest is not called the best."""
+    from mnist_pruning.report import study_tables
+
+    def run(study, trial, steps, wd, seed, acc, start):
+        return {
+            "tags.tune_study": study,
+            "tags.tune_trial": str(trial),
+            "params.train.steps": str(steps),
+            "params.train.weight_decay": str(wd),
+            "params.train.lr": "0.05",
+            "params.seed": str(seed),
+            "metrics.val_acc": acc,
+            "start_time": pd.Timestamp("2026-12-07") + pd.Timedelta(minutes=start),
+        }
+
+    runs = pd.DataFrame(
+        [
+            run("tune-a", 0, 8000, 0.0016409, 0, 0.985, 0),
+            run("tune-a", 0, 8000, 0.0016409, 1, 0.987, 1),
+            run("tune-a", 1, 8000, 0.0016409, 2, 0.986, 20),  # read back under trial 1 after a restart
+            run("tune-a", 0, 3000, 0.0005, 0, 0.979, 10),
+            run("tune-a", 0, 3000, 0.0005, 1, 0.980, 11),
+            run("tune-a", 0, 3000, 0.0005, 2, 0.978, 12),
+            run("tune-a", 2, 11000, 0.0006, 0, 0.990, 30),  # one seed so far
+            {"metrics.val_acc": 0.5, "params.train.steps": "10", "start_time": pd.Timestamp("2026-12-01")},
+        ]
+    )
+    text = study_tables(runs, "val_acc")
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| steps | weight_decay | seeds | median val_acc |"
+    assert lines[2:] == [
+        "| 8000 | 0.00164 | 3 | **0.9860** |",
+        "| 3000 | 0.0005 | 3 | 0.9790 |",
+        "| 11000 | 0.0006 | 1 | 0.9900 |",
+    ]
+    assert "Study `tune-a` (3 trials" in text and text.count("Study `") == 1
+    assert study_tables(runs.drop(columns="tags.tune_study"), "val_acc") == ""

@@ -7,8 +7,8 @@ Reads the finished runs of the experiment the train entrypoint writes to, keeps 
 each setting + seed (a re-run sweep never double counts), and writes summary.csv, summary.md
 and the plots to `out_dir`, and as artifacts of a report run in MLflow. One module per step:
 `runs` (the store) -> `summary` (medians, answers) -> `markdown` (tables, results file) ->
-`write` (the entrypoint that writes it all); `archive` reads a committed runs.csv back where the
-store that held its runs is gone.
+`write` (the entrypoint that writes it all); `studies` reads the tuner's studies trial by trial;
+`archive` reads a committed runs.csv back where the store that held its runs is gone.
 """
 
 from mnist_pruning.report.archive import check_archive, merge, read_archive
@@ -33,6 +33,7 @@ from mnist_pruning.report.runs import (
     setting_text,
     with_metric,
 )
+from mnist_pruning.report.studies import study_tables
 from mnist_pruning.report.summary import (
     annotate,
     compare,
@@ -77,6 +78,7 @@ __all__ = [
     "setting_columns",
     "setting_text",
     "smallest_k",
+    "study_tables",
     "summarize",
     "summarize_rows",
     "usual_values",

@@ -33,6 +33,7 @@ from mnist_pruning.report.runs import (
     latest_finished,
     with_metric,
 )
+from mnist_pruning.report.studies import study_tables
 from mnist_pruning.report.summary import annotate, compare, per_run, smallest_k, summarize_rows
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ def write_report(cfg: DictConfig) -> Path:
         md += "\n" + networks
     if paired:
         md += "\n" + paired
+    studies = study_tables(runs.finished, cfg.metric) if not runs.finished.empty else ""
+    if studies:
+        md += "\n" + studies
     if cfg.reference:
         table = compare(summary, pd.read_csv(cfg.reference, dtype=str))
         table.to_csv(out / "comparison.csv", index=False)
