@@ -222,8 +222,9 @@ def test_an_experiment_reads_back_exactly_the_runs_its_searches_make(make_cfg, m
         (["k=51"], "small"),
         (["k=500"], "small"),
         (["k=501"], "large"),
-        (["k=5000"], "large"),
-        (["k=10000"], "large"),
+        (["k=2000"], "large"),
+        (["k=2001"], "xlarge"),
+        (["k=10000"], "xlarge"),
         (["k=10001"], "all"),
         (["selector=full"], "all"),
         (["selector=full", "data.validation_size=10000"], "all"),
@@ -239,7 +240,7 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
     assert cfg.train.steps == cfg.train.regimes[regime].steps
     assert cfg.train.batch_size == cfg.train.regimes[regime].batch_size  # a regime's key too
     bounds = cfg.train.regime_bounds
-    assert dict(bounds) == {"tiny": 50, "small": 500, "large": 10000, "all": 60000}  # full: forced only
+    assert dict(bounds) == {"tiny": 50, "small": 500, "large": 2000, "xlarge": 10000, "all": 60000}  # full: forced only
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept
