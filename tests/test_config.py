@@ -240,7 +240,8 @@ def test_the_regime_rule_picks_the_documented_regime_at_each_boundary(overrides,
     assert cfg.train.steps == cfg.train.regimes[regime].steps
     assert cfg.train.batch_size == cfg.train.regimes[regime].batch_size  # a regime's key too
     bounds = cfg.train.regime_bounds
-    assert dict(bounds) == {"tiny": 50, "small": 500, "large": 2000, "xlarge": 10000, "all": 60000}  # full: forced only
+    # full: no bound, forced only
+    assert dict(bounds) == {"tiny": 50, "small": 500, "large": 2000, "xlarge": 10000, "all": 60000}
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         one = compose("config", overrides=[*overrides, "train.steps=7"])
     assert one.train.steps == 7 and one.train.lr == cfg.train.lr  # one setting overridden, the rest kept
