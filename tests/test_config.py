@@ -224,6 +224,7 @@ def test_an_experiment_reads_back_exactly_the_runs_its_searches_make(make_cfg, m
         (["k=501"], "large"),
         (["k=2000"], "large"),
         (["k=2001"], "xlarge"),
+        (["k=5000"], "xlarge"),
         (["k=10000"], "xlarge"),
         (["k=10001"], "all"),
         (["selector=full"], "all"),
