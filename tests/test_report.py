@@ -353,6 +353,38 @@ def test_a_regime_s_own_settings_are_its_usual_values_and_the_curve_spans_regime
     assert "(regime small): train.steps=3000" in md and "(regime tiny): train.steps=4000" in md
 
 
+def test_latest_regime_keeps_the_regime_a_setting_ran_in_last(tmp_path, empty_store):
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(EXP)
+    for seed in range(5):  # the first sweep: large at both sizes
+        add_run(client, exp_id, "random", 2000, seed, 0.990, steps="8000", regime="large")
+        add_run(client, exp_id, "random", 3000, seed, 0.980 + 0.001 * seed, steps="8000", regime="large")
+    for seed in range(3):  # run again after the bounds moved: 3,000 is xlarge now
+        add_run(client, exp_id, "random", 3000, seed, 0.990 + 0.001 * seed, steps="12000", regime="xlarge")
+    add_run(client, exp_id, "random", 3000, 0, 0.90, steps="300", regime="dc_protocol")  # a curve of its own
+    runs = report.latest_finished(report.fetch_runs(uri, EXP))
+    both = report.summarize(runs.finished)
+    assert sorted(both.loc[both["k"] == 3000, "regime"]) == ["dc_protocol", "large", "xlarge"]
+
+    kept = report.latest_regime(runs)
+    assert kept.superseded == 5 and len(kept.finished) == 5 + 3 + 1
+    s = report.summarize(kept.finished).set_index(["k", "regime"])
+    assert set(s.index) == {(2000, "large"), (3000, "xlarge"), (3000, "dc_protocol")}
+    assert s.loc[(3000, "xlarge"), "seeds"] == 3 and s.loc[(3000, "xlarge"), "median_acc"] == pytest.approx(
+        0.991
+    )
+    md = report.markdown(
+        report.summarize(kept.finished), report.smallest_k(s.reset_index(), 0.95), 0.95, kept, 3, "test_acc"
+    )
+    assert "5 runs of a superseded regime left out (latest_regime=true)" in md
+
+    add_run(client, exp_id, "random", 3000, 4, 0.985, steps="8000", regime="large")  # large again, newest
+    again = report.latest_regime(report.latest_finished(report.fetch_runs(uri, EXP)))
+    s = report.summarize(again.finished)
+    assert sorted(s.loc[s["k"] == 3000, "regime"]) == ["dc_protocol", "large"] and again.superseded == 3
+
+
 def test_near_full_answer_and_the_scored_selectors_keep_in_their_name(tmp_path, empty_store):
     uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)

@@ -335,4 +335,5 @@ class ReportConfig:
     sweep: str | None = None  # only the runs of this sweep (its directory or parent run id)
     archive: list[str] = field(default_factory=list)  # runs.csv files whose runs the store lacks
     subsets: bool = False  # also write each distinct subset trained as out_dir/subsets/<digest>.txt
+    latest_regime: bool = False  # a setting run at one k under several regimes: its newest regime only
     paired: str | None = None  # a run label (control): every other setting against it, seed by seed

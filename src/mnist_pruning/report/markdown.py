@@ -112,6 +112,8 @@ def markdown(
         notes.append(f"{runs.left_out} failed, killed or running runs left out")
     if runs.duplicates:
         notes.append(f"{runs.duplicates} older duplicate runs left out")
+    if runs.superseded:
+        notes.append(f"{runs.superseded} runs of a superseded regime left out (latest_regime=true)")
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
 
 

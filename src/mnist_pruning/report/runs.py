@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 REPORT_TAG = "report"  # tags.kind of a report's own run
 METRICS = ("test_acc", "val_acc")  # final accuracies: test, or validation for tuning runs
 IGNORED = "(ignored)"  # an embedding param of a run whose selector ignores the embedding
+# regimes that are a recipe of their own rather than a size's (conf/train/dc_protocol.yaml): a
+# curve under one is another curve than under the size regimes
+PROTOCOLS = ("dc_protocol",)
 
 
 class ReportError(RuntimeError):
@@ -27,6 +30,7 @@ class Runs:
     finished: pd.DataFrame  # the newest FINISHED run of each setting + seed
     left_out: int  # FAILED, KILLED or RUNNING runs
     duplicates: int  # older FINISHED runs of a setting + seed that was run again
+    superseded: int = 0  # FINISHED runs of a regime their setting ran again in since (latest_regime)
 
 
 def fetch_runs(tracking_uri: str, experiment_name: str, sweep: str | None = None) -> pd.DataFrame:
@@ -128,6 +132,26 @@ def latest_finished(df: pd.DataFrame) -> Runs:
     return Runs(done.drop(columns="_identity"), left_out, duplicates)
 
 
+def latest_regime(runs: Runs) -> Runs:
+    """Where one setting (all but the recipe, `train.*`, and the seed) ran at one k under several
+    size regimes, keep the runs of the regime its newest run used: a sweep run again after
+    `train.regime_bounds` moved replaces the old regime's runs instead of standing beside them at
+    the same k. A protocol (dc_protocol) is a curve of its own and never supersedes a regime."""
+    done = runs.finished
+    if done.empty or "params.train.regime" not in done:
+        return runs
+    text = setting_text(done)
+    regime = text["params.train.regime"]
+    cell = text[[c for c in text if not c.startswith("params.train.")]].agg("|".join, axis=1)
+    cell = cell + "|" + regime.where(regime.isin(PROTOCOLS), "")
+    newest = done["start_time"].groupby(cell).idxmax()  # each cell's newest run
+    keep = regime == cell.map(regime[newest].set_axis(newest.index))
+    superseded = int((~keep).sum())
+    if superseded:
+        log.info("latest_regime: %d runs of a regime their setting ran again in since left out", superseded)
+    return Runs(done[keep], runs.left_out, runs.duplicates, runs.superseded + superseded)
+
+
 def with_metric(runs: Runs, metric: str) -> Runs:
     """Only the runs that logged `metric`: tuning runs have val_acc and no test_acc, and the
     other way round, so the two never mix in one table."""
@@ -137,4 +161,4 @@ def with_metric(runs: Runs, metric: str) -> Runs:
     has = runs.finished[col].notna()
     if not has.all():
         log.info("%d runs without %s left out (tuning or test runs of another kind)", (~has).sum(), metric)
-    return Runs(runs.finished[has], runs.left_out, runs.duplicates)
+    return Runs(runs.finished[has], runs.left_out, runs.duplicates, runs.superseded)

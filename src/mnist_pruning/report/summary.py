@@ -8,16 +8,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from mnist_pruning.report.runs import IGNORED, ReportError, as_text, ignores_embedding, setting_text
+from mnist_pruning.report.runs import (
+    IGNORED,
+    PROTOCOLS,
+    ReportError,
+    as_text,
+    ignores_embedding,
+    setting_text,
+)
 from mnist_pruning.selectors import SCORED_SELECTORS
 from mnist_pruning.tracking import SUBSET_TAG
 
 # settings shown in their own columns; every other setting that varies goes to `other`
 MAIN = ("selector", "embedding", "clusters", "balance", "k", "regime", "model")
 DEFAULT_MODEL = "lenet5"  # runs logged before there was a choice of network trained LeNet-5
-# regimes that are a recipe of their own rather than a size's (conf/train/dc_protocol.yaml): a
-# curve under one is another curve than under the size regimes
-PROTOCOLS = ("dc_protocol",)
 SETTING = (*MAIN, "other", "curve")  # a setting, as a row of the report's table names it
 MAIN_PARAMS = {
     f"params.{p}"

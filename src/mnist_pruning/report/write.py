@@ -31,6 +31,7 @@ from mnist_pruning.report.runs import (
     Runs,
     fetch_runs,
     latest_finished,
+    latest_regime,
     with_metric,
 )
 from mnist_pruning.report.studies import study_tables
@@ -104,6 +105,15 @@ def write_report(cfg: DictConfig) -> Path:
     for path, n in taken.items():
         log.info("%d runs from %s (runs the store lacks)", n, path)
     summary = summarize_rows(rows, cfg.min_seeds, cfg.metric)
+    for (curve, k), part in summary.groupby(["curve", "k"]):
+        if len(part) > 1:
+            log.warning(
+                "%s at k=%s ran under the regimes %s, a row each: the smallest-k tables read either; "
+                "latest_regime=true keeps the newest",
+                curve,
+                k,
+                ", ".join(part["regime"]),
+            )
     answer = smallest_k(summary, cfg.target_acc)
     paired = paired_table(rows, cfg.paired, cfg.metric) if cfg.paired else ""  # a bad base: before any file
     summary.to_csv(out / "summary.csv", index=False)
@@ -175,7 +185,7 @@ def store_rows(cfg: DictConfig) -> tuple[Runs, pd.DataFrame]:
         if not cfg.archive:
             raise ReportError(f"experiment {m.experiment_name!r} at {m.tracking_uri} has no FINISHED runs")
         return runs, pd.DataFrame(columns=[*COLUMNS, cfg.metric])
-    runs = with_metric(runs, cfg.metric)
+    runs = with_metric(latest_regime(runs) if cfg.latest_regime else runs, cfg.metric)
     return runs, per_run(runs.finished, cfg.metric)
 
 
